@@ -1,0 +1,154 @@
+//! Types shared by trustmap's TC programs and the userspace agent.
+//!
+//! Every type here is `#[repr(C)]` with explicit padding, so that the bytes the kernel writes are the
+//! bytes userspace reads: no `bool`, no implicit holes. The `user` feature implements `aya::Pod` for
+//! them; the eBPF side never turns it on.
+#![no_std]
+
+/// IP protocol numbers the programs understand.
+pub mod proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+    pub const SCTP: u8 = 132;
+}
+
+/// Address family of a flow. IPv4 addresses sit in the first word of the 16-byte address fields.
+pub mod family {
+    pub const IPV4: u8 = 4;
+    pub const IPV6: u8 = 6;
+}
+
+/// How the programs decided who initiated a connection.
+pub mod origin {
+    /// A TCP SYN without ACK: the sender is the client, the destination port the server port.
+    pub const TCP_SYN: u8 = 1;
+    /// An SCTP packet carrying an INIT chunk: the sender is the client.
+    pub const SCTP_INIT: u8 = 2;
+    /// An ICMP or ICMPv6 echo request: the sender is the client.
+    pub const ICMP_ECHO: u8 = 3;
+    /// The first packet seen for a connectionless 5-tuple (UDP, SCTP without INIT, ICMP
+    /// informational messages) after the idle timeout: its sender is taken as the initiator.
+    pub const FIRST_SEEN: u8 = 4;
+}
+
+/// Which hook of the host-side veth saw the packet.
+pub mod direction {
+    /// TC ingress of the host-side veth: the packet comes *from* the pod.
+    pub const FROM_POD: u8 = 0;
+    /// TC egress of the host-side veth: the packet goes *to* the pod.
+    pub const TO_POD: u8 = 1;
+}
+
+/// Indices of the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// Packets the programs ran on.
+    pub const PACKETS: u32 = 0;
+    /// Connection-start events written to the ring buffer.
+    pub const EVENTS: u32 = 1;
+    /// Connection-start events lost because the ring buffer was full.
+    pub const EVENTS_DROPPED: u32 = 2;
+    /// Packets whose headers were truncated or inconsistent; never trusted, always passed on.
+    pub const MALFORMED: u32 = 3;
+    /// Packets that are not IPv4 or IPv6 (ARP, for example).
+    pub const NON_IP: u32 = 4;
+    /// Non-first IP fragments, which carry no transport header.
+    pub const FRAGMENTS: u32 = 5;
+    /// TCP packets of a connection whose SYN was never seen (it predates the agent).
+    pub const TCP_MIDSTREAM: u32 = 6;
+    /// ICMP errors, neighbour discovery and other control messages, which are not connections.
+    pub const ICMP_CONTROL: u32 = 7;
+    /// Packets of other IP protocols (GRE, ESP, ...).
+    pub const OTHER_PROTOCOL: u32 = 8;
+    /// Number of counters.
+    pub const COUNT: u32 = 9;
+}
+
+/// Key of the `FLOWS` LRU map. Both directions of a connection map to the same key: the endpoint
+/// `a` is the smaller of the two `(address, port)` pairs. For ICMP echo both ports hold the
+/// identifier.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub addr_a: [u32; 4],
+    pub addr_b: [u32; 4],
+    pub port_a: u16,
+    pub port_b: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of the `FLOWS` LRU map: what the programs know of one connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowStats {
+    /// `bpf_ktime_get_ns` of the packet that started the connection.
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    /// 1 when endpoint `a` of the key initiated the connection.
+    pub initiator_is_a: u8,
+    /// One of [`origin`].
+    pub origin: u8,
+    /// 1 once a TCP FIN or RST was seen: the next SYN starts a new connection.
+    pub closing: u8,
+    pub _pad: [u8; 5],
+}
+
+/// A connection start, as written to the `EVENTS` ring buffer. `src` is always the initiator and
+/// `dst_port` the server port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowEvent {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the packet.
+    pub timestamp_ns: u64,
+    pub ifindex: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub family: u8,
+    /// One of [`direction`].
+    pub direction: u8,
+    /// One of [`origin`].
+    pub origin: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Names the userspace agent looks up in the object file.
+pub mod names {
+    pub const PROG_INGRESS: &str = "trustmap_ing";
+    pub const PROG_EGRESS: &str = "trustmap_egr";
+    pub const MAP_FLOWS: &str = "FLOWS";
+    pub const MAP_EVENTS: &str = "EVENTS";
+    pub const MAP_COUNTERS: &str = "COUNTERS";
+    pub const GLOBAL_IDLE_TIMEOUT_NS: &str = "IDLE_TIMEOUT_NS";
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all three are #[repr(C)], made only of integers and integer arrays, with explicit
+    // padding fields, so every bit pattern is valid and there are no implicit holes.
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowStats {}
+    unsafe impl aya::Pod for super::FlowEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn shared_types_have_no_implicit_padding() {
+        assert_eq!(size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 1 + 1 + 2);
+        assert_eq!(size_of::<FlowStats>(), 8 * 4 + 3 + 5);
+        assert_eq!(size_of::<FlowEvent>(), 16 + 16 + 8 + 4 + 2 + 2 + 6 + 2);
+    }
+}

@@ -1,0 +1,468 @@
+use agent_ebpf::{FlowEvent, FlowKey, FlowStats, counter, direction, family, origin, proto};
+use aya_ebpf::{
+    bindings::TC_ACT_PIPE,
+    helpers::bpf_ktime_get_ns,
+    macros::{classifier, map},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+    programs::TcContext,
+};
+
+/// Idle time after which a connectionless 5-tuple (or a TCP connection without FIN or RST) counts
+/// as a new connection. Set by userspace at load time.
+#[unsafe(no_mangle)]
+static IDLE_TIMEOUT_NS: u64 = 60_000_000_000;
+
+#[map]
+static FLOWS: LruHashMap<FlowKey, FlowStats> = LruHashMap::with_max_entries(131_072, 0);
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+const BPF_NOEXIST: u64 = 1;
+/// Extension headers walked before giving up on an IPv6 packet.
+const MAX_IPV6_EXT_HEADERS: usize = 6;
+
+#[classifier]
+pub fn trustmap_ing(ctx: TcContext) -> i32 {
+    observe(&ctx, direction::FROM_POD);
+    TC_ACT_PIPE
+}
+
+#[classifier]
+pub fn trustmap_egr(ctx: TcContext) -> i32 {
+    observe(&ctx, direction::TO_POD);
+    TC_ACT_PIPE
+}
+
+/// Why a packet was not followed further. Every reason is counted; none changes the verdict.
+#[derive(Clone, Copy)]
+enum Skip {
+    Counted(u32),
+}
+
+/// What the programs keep of one packet's headers.
+struct Packet {
+    src: [u32; 4],
+    dst: [u32; 4],
+    src_port: u16,
+    dst_port: u16,
+    proto: u8,
+    family: u8,
+    tcp_flags: u8,
+    /// For ICMP: type and code. For SCTP: whether the first chunk is an INIT.
+    icmp_type: u8,
+    icmp_code: u8,
+    starts: Option<u8>,
+}
+
+#[inline(always)]
+fn observe(ctx: &TcContext, dir: u8) {
+    bump(counter::PACKETS);
+    match parse(ctx) {
+        Ok(pkt) => track(ctx, &pkt, dir),
+        Err(Skip::Counted(c)) => bump(c),
+    }
+}
+
+#[inline(always)]
+fn bump(index: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, valid for the life of the program run.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn parse(ctx: &TcContext) -> Result<Packet, Skip> {
+    // SAFETY: the context's skb pointer is valid for the whole program run.
+    let eth_proto = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
+    let mut pkt = Packet {
+        src: [0; 4],
+        dst: [0; 4],
+        src_port: 0,
+        dst_port: 0,
+        proto: 0,
+        family: 0,
+        tcp_flags: 0,
+        icmp_type: 0,
+        icmp_code: 0,
+        starts: None,
+    };
+    let l4 = match eth_proto {
+        ETH_P_IP => parse_ipv4(ctx, &mut pkt)?,
+        ETH_P_IPV6 => parse_ipv6(ctx, &mut pkt)?,
+        _ => return Err(Skip::Counted(counter::NON_IP)),
+    };
+    parse_l4(ctx, l4, &mut pkt)?;
+    Ok(pkt)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ipv4Hdr {
+    ver_ihl: u8,
+    tos: u8,
+    tot_len: u16,
+    id: u16,
+    frag_off: u16,
+    ttl: u8,
+    proto: u8,
+    check: u16,
+    src: u32,
+    dst: u32,
+}
+
+#[inline(always)]
+fn parse_ipv4(ctx: &TcContext, pkt: &mut Packet) -> Result<usize, Skip> {
+    let ip: Ipv4Hdr = ctx
+        .load(ETH_HLEN)
+        .map_err(|_| Skip::Counted(counter::MALFORMED))?;
+    let ihl = ((ip.ver_ihl & 0x0f) as usize) * 4;
+    if ip.ver_ihl >> 4 != 4 || ihl < 20 || (u16::from_be(ip.tot_len) as usize) < ihl {
+        return Err(Skip::Counted(counter::MALFORMED));
+    }
+    // A fragment offset other than zero means no transport header in this packet.
+    if u16::from_be(ip.frag_off) & 0x1fff != 0 {
+        return Err(Skip::Counted(counter::FRAGMENTS));
+    }
+    pkt.family = family::IPV4;
+    pkt.proto = ip.proto;
+    pkt.src[0] = ip.src;
+    pkt.dst[0] = ip.dst;
+    Ok(ETH_HLEN + ihl)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ipv6Hdr {
+    ver_tc_flow: u32,
+    payload_len: u16,
+    next_hdr: u8,
+    hop_limit: u8,
+    src: [u32; 4],
+    dst: [u32; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ipv6ExtHdr {
+    next_hdr: u8,
+    len: u8,
+    /// For a fragment header: fragment offset and flags.
+    frag_off: u16,
+}
+
+#[inline(always)]
+fn parse_ipv6(ctx: &TcContext, pkt: &mut Packet) -> Result<usize, Skip> {
+    let ip: Ipv6Hdr = ctx
+        .load(ETH_HLEN)
+        .map_err(|_| Skip::Counted(counter::MALFORMED))?;
+    if u32::from_be(ip.ver_tc_flow) >> 28 != 6 {
+        return Err(Skip::Counted(counter::MALFORMED));
+    }
+    pkt.family = family::IPV6;
+    pkt.src = ip.src;
+    pkt.dst = ip.dst;
+    let mut next = ip.next_hdr;
+    let mut off = ETH_HLEN + 40;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        match next {
+            // Hop-by-hop, routing, destination options: length in 8-octet units, not counting
+            // the first 8.
+            0 | 43 | 60 => {
+                let ext: Ipv6ExtHdr = ctx
+                    .load(off)
+                    .map_err(|_| Skip::Counted(counter::MALFORMED))?;
+                next = ext.next_hdr;
+                off += (ext.len as usize + 1) * 8;
+            }
+            // Fragment header: fixed 8 octets; only the first fragment has a transport header.
+            44 => {
+                let ext: Ipv6ExtHdr = ctx
+                    .load(off)
+                    .map_err(|_| Skip::Counted(counter::MALFORMED))?;
+                if u16::from_be(ext.frag_off) & 0xfff8 != 0 {
+                    return Err(Skip::Counted(counter::FRAGMENTS));
+                }
+                next = ext.next_hdr;
+                off += 8;
+            }
+            // Authentication header: length in 4-octet units, minus 2.
+            51 => {
+                let ext: Ipv6ExtHdr = ctx
+                    .load(off)
+                    .map_err(|_| Skip::Counted(counter::MALFORMED))?;
+                next = ext.next_hdr;
+                off += (ext.len as usize + 2) * 4;
+            }
+            _ => {
+                pkt.proto = next;
+                return Ok(off);
+            }
+        }
+    }
+    Err(Skip::Counted(counter::MALFORMED))
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct L4Hdr {
+    src_port: u16,
+    dst_port: u16,
+    /// TCP: sequence number; SCTP: verification tag; UDP: length and checksum.
+    word1: u32,
+    /// TCP: acknowledgement number; SCTP: checksum.
+    word2: u32,
+    /// TCP: data offset; SCTP: first chunk type.
+    byte12: u8,
+    /// TCP: flags.
+    byte13: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct IcmpHdr {
+    ty: u8,
+    code: u8,
+    check: u16,
+    id: u16,
+    seq: u16,
+}
+
+#[inline(always)]
+fn parse_l4(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<(), Skip> {
+    match pkt.proto {
+        proto::TCP => {
+            let h: L4Hdr = ctx
+                .load(off)
+                .map_err(|_| Skip::Counted(counter::MALFORMED))?;
+            if (h.byte12 >> 4) < 5 {
+                return Err(Skip::Counted(counter::MALFORMED));
+            }
+            pkt.src_port = u16::from_be(h.src_port);
+            pkt.dst_port = u16::from_be(h.dst_port);
+            pkt.tcp_flags = h.byte13;
+            if h.byte13 & (TCP_SYN | TCP_ACK) == TCP_SYN {
+                pkt.starts = Some(origin::TCP_SYN);
+            }
+        }
+        proto::UDP => {
+            let h: [u16; 4] = ctx
+                .load(off)
+                .map_err(|_| Skip::Counted(counter::MALFORMED))?;
+            if (u16::from_be(h[2]) as usize) < 8 {
+                return Err(Skip::Counted(counter::MALFORMED));
+            }
+            pkt.src_port = u16::from_be(h[0]);
+            pkt.dst_port = u16::from_be(h[1]);
+            pkt.starts = Some(origin::FIRST_SEEN);
+        }
+        proto::SCTP => {
+            // Common header (12 octets) and at least one chunk header (4 octets).
+            let h: L4Hdr = ctx
+                .load(off)
+                .map_err(|_| Skip::Counted(counter::MALFORMED))?;
+            pkt.src_port = u16::from_be(h.src_port);
+            pkt.dst_port = u16::from_be(h.dst_port);
+            pkt.starts = Some(if h.byte12 == 1 {
+                origin::SCTP_INIT
+            } else {
+                origin::FIRST_SEEN
+            });
+        }
+        proto::ICMP | proto::ICMPV6 => {
+            let h: IcmpHdr = ctx
+                .load(off)
+                .map_err(|_| Skip::Counted(counter::MALFORMED))?;
+            pkt.icmp_type = h.ty;
+            pkt.icmp_code = h.code;
+            let (request, reply) = if pkt.proto == proto::ICMP {
+                (8, 0)
+            } else {
+                (128, 129)
+            };
+            if h.ty == request || h.ty == reply {
+                // Echo: the identifier ties request and reply together; it stands in both ports.
+                let id = u16::from_be(h.id);
+                pkt.src_port = id;
+                pkt.dst_port = id;
+                pkt.starts = Some(if h.ty == request {
+                    origin::ICMP_ECHO
+                } else {
+                    origin::FIRST_SEEN
+                });
+            } else if is_icmp_informational(pkt.proto, h.ty) {
+                pkt.starts = Some(origin::FIRST_SEEN);
+            } else {
+                return Err(Skip::Counted(counter::ICMP_CONTROL));
+            }
+        }
+        _ => return Err(Skip::Counted(counter::OTHER_PROTOCOL)),
+    }
+    Ok(())
+}
+
+/// ICMP messages that are exchanges of their own (timestamp, for instance), as opposed to errors
+/// about another flow or neighbour-discovery chatter, which are not connections.
+#[inline(always)]
+fn is_icmp_informational(p: u8, ty: u8) -> bool {
+    if p == proto::ICMP {
+        matches!(ty, 13 | 15 | 17)
+    } else {
+        false
+    }
+}
+
+#[inline(always)]
+fn track(ctx: &TcContext, pkt: &Packet, dir: u8) {
+    let a_is_src = endpoint_le(&pkt.src, pkt.src_port, &pkt.dst, pkt.dst_port);
+    let key = if a_is_src {
+        FlowKey {
+            addr_a: pkt.src,
+            addr_b: pkt.dst,
+            port_a: pkt.src_port,
+            port_b: pkt.dst_port,
+            proto: pkt.proto,
+            family: pkt.family,
+            _pad: [0; 2],
+        }
+    } else {
+        FlowKey {
+            addr_a: pkt.dst,
+            addr_b: pkt.src,
+            port_a: pkt.dst_port,
+            port_b: pkt.src_port,
+            proto: pkt.proto,
+            family: pkt.family,
+            _pad: [0; 2],
+        }
+    };
+    // SAFETY: the helper has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let len = ctx.len() as u64;
+    // SAFETY: the global is written only by the loader, before the program runs.
+    let idle = unsafe { core::ptr::read_volatile(&IDLE_TIMEOUT_NS) };
+
+    if let Some(stats) = FLOWS.get_ptr_mut(&key) {
+        // SAFETY: the pointer came from the map and stays valid during this run.
+        let stats = unsafe { &mut *stats };
+        let restart = match pkt.starts {
+            Some(origin::TCP_SYN) => {
+                stats.closing != 0 || now.saturating_sub(stats.last_seen_ns) > idle
+            }
+            Some(_) if pkt.proto != proto::TCP => now.saturating_sub(stats.last_seen_ns) > idle,
+            _ => false,
+        };
+        if !restart {
+            // Not atomic: the BPF target has no fetch-add in core. Two CPUs updating one
+            // connection at the same instant may lose an increment; the counts are evidence, not
+            // accounting, and connection starts never depend on them.
+            stats.packets = stats.packets.wrapping_add(1);
+            stats.bytes = stats.bytes.wrapping_add(len);
+            stats.last_seen_ns = now;
+            if pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+                stats.closing = 1;
+            }
+            return;
+        }
+        let Some(how) = pkt.starts else { return };
+        *stats = new_stats(now, len, a_is_src, how);
+        emit(ctx, pkt, dir, now, how, true);
+        return;
+    }
+
+    let Some(how) = pkt.starts else {
+        if pkt.proto == proto::TCP {
+            bump(counter::TCP_MIDSTREAM);
+        }
+        return;
+    };
+    // A reply seen first names its destination as the initiator.
+    let reply_first = how == origin::FIRST_SEEN && pkt.icmp_is_echo_reply();
+    let initiator_is_a = a_is_src != reply_first;
+    let stats = new_stats(now, len, initiator_is_a, how);
+    // NOEXIST: when the same packet races on two CPUs (or the two veths of one bridge), only the
+    // first insert reports the connection.
+    if FLOWS.insert(&key, &stats, BPF_NOEXIST).is_ok() {
+        emit(ctx, pkt, dir, now, how, !reply_first);
+    }
+}
+
+impl Packet {
+    #[inline(always)]
+    fn icmp_is_echo_reply(&self) -> bool {
+        (self.proto == proto::ICMP && self.icmp_type == 0)
+            || (self.proto == proto::ICMPV6 && self.icmp_type == 129)
+    }
+}
+
+#[inline(always)]
+fn new_stats(now: u64, len: u64, initiator_is_a: bool, how: u8) -> FlowStats {
+    FlowStats {
+        first_seen_ns: now,
+        last_seen_ns: now,
+        packets: 1,
+        bytes: len,
+        initiator_is_a: initiator_is_a as u8,
+        origin: how,
+        closing: 0,
+        _pad: [0; 5],
+    }
+}
+
+#[inline(always)]
+fn emit(ctx: &TcContext, pkt: &Packet, dir: u8, now: u64, how: u8, sender_initiated: bool) {
+    let (src, dst, src_port, dst_port) = if sender_initiated {
+        (pkt.src, pkt.dst, pkt.src_port, pkt.dst_port)
+    } else {
+        (pkt.dst, pkt.src, pkt.dst_port, pkt.src_port)
+    };
+    let ev = FlowEvent {
+        src,
+        dst,
+        timestamp_ns: now,
+        // SAFETY: the context's skb pointer is valid for the whole program run.
+        ifindex: unsafe { (*ctx.skb.skb).ifindex },
+        src_port,
+        dst_port,
+        proto: pkt.proto,
+        family: pkt.family,
+        direction: dir,
+        origin: how,
+        icmp_type: pkt.icmp_type,
+        icmp_code: pkt.icmp_code,
+        _pad: [0; 2],
+    };
+    if EVENTS.output::<FlowEvent>(&ev, 0).is_ok() {
+        bump(counter::EVENTS);
+    } else {
+        bump(counter::EVENTS_DROPPED);
+    }
+}
+
+/// Orders two endpoints so that both directions of a connection give the same key.
+#[inline(always)]
+fn endpoint_le(a: &[u32; 4], pa: u16, b: &[u32; 4], pb: u16) -> bool {
+    for i in 0..4 {
+        if a[i] != b[i] {
+            return a[i] < b[i];
+        }
+    }
+    pa <= pb
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

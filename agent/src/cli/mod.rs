@@ -1,0 +1,52 @@
+//! Command-line interface: one file per subcommand. Each subcommand turns its arguments into
+//! calls on the library and decides the exit code.
+
+mod observe;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Learns least-privilege Kubernetes NetworkPolicies from the connections pods really make.
+#[derive(Debug, Parser)]
+#[command(name = "trustmap", version, about)]
+pub struct Cli {
+    /// Log format on stderr. The level comes from RUST_LOG (default: info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach to pod veths and stream one JSON line per observed connection start.
+    Observe(observe::ObserveArgs),
+}
+
+impl Command {
+    /// Runs the subcommand. `Err` means exit code 2 with the error printed; subcommands that
+    /// report findings choose their own code.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            Self::Observe(args) => observe::run(args),
+        }
+    }
+}
+
+/// Logs go to stderr so that stdout stays clean for records and reports.
+pub fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

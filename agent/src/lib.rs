@@ -1,0 +1,17 @@
+//! trustmap: learns least-privilege Kubernetes NetworkPolicies from the connections pods really
+//! make, flags traffic the current policies would deny, and alerts on unexpected flows.
+//!
+//! ```text
+//!   pod veth ──TC (agent-ebpf)──▶ ring buffer ──▶ datapath ──▶ FlowRecord (flow)
+//!                                                   │
+//!   manifests / kube API ──▶ inventory ──▶ policy (evaluator) ──▶ check, explain, matrix
+//!                                     └──▶ synth (learning)   ──▶ learned NetworkPolicies
+//! ```
+//!
+//! Pure modules (`flow`, `policy`, `synth`) take data and return data: no eBPF, no kube client, no
+//! clock, no filesystem. IO lives in `datapath`, `netif`, `inventory` loaders and `cli`.
+
+pub mod cli;
+pub mod datapath;
+pub mod flow;
+pub mod netif;

@@ -1,0 +1,1 @@
+//! Interface discovery: lists and watches host-side veths over rtnetlink (IO).
