@@ -1,6 +1,6 @@
 use agent_ebpf::{FlowEvent, FlowKey, FlowStats, counter, direction, family, origin, proto};
 use aya_ebpf::{
-    bindings::TC_ACT_PIPE,
+    bindings::TC_ACT_UNSPEC,
     helpers::bpf_ktime_get_ns,
     macros::{classifier, map},
     maps::{LruHashMap, PerCpuArray, RingBuf},
@@ -35,13 +35,13 @@ const MAX_IPV6_EXT_HEADERS: usize = 6;
 #[classifier]
 pub fn trustmap_ing(ctx: TcContext) -> i32 {
     observe(&ctx, direction::FROM_POD);
-    TC_ACT_PIPE
+    TC_ACT_UNSPEC
 }
 
 #[classifier]
 pub fn trustmap_egr(ctx: TcContext) -> i32 {
     observe(&ctx, direction::TO_POD);
-    TC_ACT_PIPE
+    TC_ACT_UNSPEC
 }
 
 /// Why a packet was not followed further. Every reason is counted; none changes the verdict.

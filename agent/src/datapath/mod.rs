@@ -1,7 +1,8 @@
 //! Loads the TC programs, attaches them to host-side veths and drains connection starts (IO).
 //!
-//! Attachment prefers TCX (Linux 6.6+), which orders programs and keeps those of a CNI on the same
-//! hook running; it falls back to a `clsact` qdisc and a direct-action filter on older kernels.
+//! Attachment prefers TCX (Linux 6.6+), where our programs go first and hand every packet on to
+//! the next, so those of a CNI on the same hook keep running; it falls back to a `clsact` qdisc
+//! and a direct-action filter of priority 1 on older kernels.
 //! TCX links belong to this process's file descriptors, so even a SIGKILL leaves nothing behind;
 //! clsact filters outlive the process, so every attach first removes filters of ours left by a
 //! killed predecessor (recognised by program name).
@@ -24,6 +25,11 @@ use tracing::{debug, info, warn};
 
 /// The eBPF object built by agent/build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/trustmap-tc"));
+
+/// The benchmark and test programs (`nop`, `cni_standin`); see agent-ebpf/src/bench.rs.
+#[doc(hidden)]
+pub static BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/trustmap-bench"));
 
 /// How to attach the programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -105,6 +111,9 @@ pub struct Counters {
 struct Attachment {
     name: String,
     links: Vec<SchedClassifierLink>,
+    /// The clsact qdisc was added by us, so it goes when our filters go (unless other filters
+    /// have appeared on it since).
+    added_clsact: bool,
 }
 
 /// The loaded programs, their maps and the interfaces they are attached to.
@@ -114,6 +123,9 @@ pub struct Datapath {
     attached: BTreeMap<u32, Attachment>,
     counters: PerCpuArray<MapData, u64>,
 }
+
+/// clsact filter priority: 1, the first to run.
+const CLSACT_PRIORITY: u16 = 1;
 
 const HOOKS: [(&str, TcAttachType); 2] = [
     (names::PROG_INGRESS, TcAttachType::Ingress),
@@ -172,8 +184,9 @@ impl Datapath {
         if self.attached.contains_key(&ifindex) {
             return Ok(());
         }
-        remove_orphans(interface);
-        let (links, mode) = match self.mode {
+        // A predecessor's leftover filters mean its clsact qdisc is ours to remove later too.
+        let inherited_clsact = remove_orphans(interface);
+        let ((links, added_clsact), mode) = match self.mode {
             AttachMode::Tcx | AttachMode::Clsact => {
                 (self.attach_links(interface, self.mode)?, self.mode)
             }
@@ -194,6 +207,7 @@ impl Datapath {
             Attachment {
                 name: interface.to_owned(),
                 links,
+                added_clsact: added_clsact || inherited_clsact,
             },
         );
         Ok(())
@@ -203,14 +217,15 @@ impl Datapath {
         &mut self,
         interface: &str,
         mode: AttachMode,
-    ) -> Result<Vec<SchedClassifierLink>, Error> {
+    ) -> Result<(Vec<SchedClassifierLink>, bool), Error> {
         let err = |source| Error::Attach {
             interface: interface.to_owned(),
             source,
         };
+        let mut added_clsact = false;
         if mode == AttachMode::Clsact {
             match tc::qdisc_add_clsact(interface) {
-                Ok(()) => {}
+                Ok(()) => added_clsact = true,
                 Err(tc::TcError::IoError(e)) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(e) => return Err(err(e.into())),
@@ -224,9 +239,14 @@ impl Datapath {
                 .ok_or(Error::Missing("program"))?
                 .try_into()
                 .map_err(|source| Error::Program { name, source })?;
+            // First in line, so that a CNI's verdict (TC_ACT_OK ends the hook) cannot hide
+            // packets from us; we return "next", so the CNI's programs run right after.
             let options = match mode {
-                AttachMode::Clsact => TcAttachOptions::Netlink(NlOptions::default()),
-                _ => TcAttachOptions::TcxOrder(LinkOrder::default()),
+                AttachMode::Clsact => TcAttachOptions::Netlink(NlOptions {
+                    priority: CLSACT_PRIORITY,
+                    ..NlOptions::default()
+                }),
+                _ => TcAttachOptions::TcxOrder(LinkOrder::first()),
             };
             // On error, the links already in `links` are dropped, which detaches them.
             let id = prog
@@ -234,15 +254,23 @@ impl Datapath {
                 .map_err(err)?;
             links.push(prog.take_link(id).map_err(err)?);
         }
-        Ok(links)
+        Ok((links, added_clsact))
     }
 
     /// Detaches from the interface with index `ifindex`, if attached. When the interface is
     /// already gone the kernel has dropped the attachment with it, and this only forgets it.
     pub fn detach(&mut self, ifindex: u32) {
-        if let Some(Attachment { name, links }) = self.attached.remove(&ifindex) {
+        if let Some(Attachment {
+            name,
+            links,
+            added_clsact,
+        }) = self.attached.remove(&ifindex)
+        {
             // Dropping a link detaches it.
             drop(links);
+            if added_clsact {
+                remove_clsact_if_unused(&name);
+            }
             info!(interface = name, ifindex, "detached");
         }
     }
@@ -292,19 +320,45 @@ impl Drop for Datapath {
     }
 }
 
-/// Removes clsact filters running a program of ours, left by a process that was killed.
-fn remove_orphans(interface: &str) {
+/// Removes clsact filters running a program of ours, left by a process that was killed. Returns
+/// whether there were any.
+fn remove_orphans(interface: &str) -> bool {
+    let mut found = false;
     for (name, hook) in HOOKS {
         match tc::qdisc_detach_program(interface, hook, name) {
-            Ok(()) => warn!(
-                interface,
-                program = name,
-                ?hook,
-                "removed a filter left by an earlier run"
-            ),
+            Ok(()) => {
+                found = true;
+                warn!(
+                    interface,
+                    program = name,
+                    ?hook,
+                    "removed a filter left by an earlier run"
+                );
+            }
             Err(tc::TcError::IoError(e)) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => debug!(interface, error = %e, "no clsact filters to inspect"),
         }
+    }
+    found
+}
+
+/// Removes the clsact qdisc we added, unless someone else's filters now use it. aya has no call
+/// for deleting a qdisc, so this asks tc(8), which the agent's image ships.
+fn remove_clsact_if_unused(interface: &str) {
+    let filters = |hook: &str| {
+        std::process::Command::new("tc")
+            .args(["filter", "show", "dev", interface, hook])
+            .output()
+            // An emptied priority still prints a header line; real filters carry a handle.
+            .map(|o| o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("handle"))
+            .unwrap_or(false)
+    };
+    if filters("ingress") && filters("egress") {
+        let _ = std::process::Command::new("tc")
+            .args(["qdisc", "del", "dev", interface, "clsact"])
+            .status();
+    } else {
+        debug!(interface, "leaving the clsact qdisc: other filters use it");
     }
 }
 
