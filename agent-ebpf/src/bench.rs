@@ -29,7 +29,7 @@ mod progs {
             // harmless for a test that looks for "more than zero".
             unsafe { *p += 1 };
         }
-        TC_ACT_OK as i32
+        TC_ACT_OK
     }
 
     #[panic_handler]

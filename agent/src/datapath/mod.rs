@@ -23,8 +23,9 @@ use aya::{
 pub use event::{ClockOffset, event_to_record};
 use tracing::{debug, info, warn};
 
-/// The eBPF object built by agent/build.rs.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/trustmap-tc"));
+/// The eBPF object built by agent/build.rs (public for the datapath benchmark).
+#[doc(hidden)]
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/trustmap-tc"));
 
 /// The benchmark and test programs (`nop`, `cni_standin`); see agent-ebpf/src/bench.rs.
 #[doc(hidden)]
