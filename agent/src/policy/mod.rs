@@ -15,12 +15,14 @@
 mod convert;
 mod evaluator;
 mod explain;
+mod matrix;
 mod model;
 mod ports;
 mod selector;
 
 pub use evaluator::{Connection, Evaluator, Exemption, RuleRef, SideVerdict, Verdict};
 pub use explain::{AllowedBy, Explanation, PolicyMiss, RuleMiss, SideExplanation};
+pub use matrix::{Cell, EXTERNAL_REPRESENTATIVE, Entity, Matrix};
 pub use model::{Direction, IpBlock, NamespaceScope, Peer, Policy, PortMatcher, PortSpec, Rule};
 pub use ports::{PortRanges, PortSet};
 pub use selector::{Labels, Operator, Requirement, Selector};
