@@ -16,6 +16,9 @@ mod build;
 mod load;
 mod model;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::PathBuf;
 
 pub use build::{InventoryBuilder, NAMESPACE_NAME_LABEL};

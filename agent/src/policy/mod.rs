@@ -20,6 +20,9 @@ mod model;
 mod ports;
 mod selector;
 
+#[cfg(test)]
+mod rules_tests;
+
 pub use evaluator::{Connection, Evaluator, Exemption, RuleRef, SideVerdict, Verdict};
 pub use explain::{AllowedBy, Explanation, PolicyMiss, RuleMiss, SideExplanation};
 pub use matrix::{Cell, EXTERNAL_REPRESENTATIVE, Entity, Matrix};
