@@ -14,4 +14,6 @@
 pub mod cli;
 pub mod datapath;
 pub mod flow;
+pub mod inventory;
 pub mod netif;
+pub mod policy;

@@ -1,6 +1,9 @@
 //! Command-line interface: one file per subcommand. Each subcommand turns its arguments into
 //! calls on the library and decides the exit code.
 
+mod check;
+mod explain;
+mod matrix;
 mod observe;
 
 use std::process::ExitCode;
@@ -28,6 +31,12 @@ pub enum LogFormat {
 pub enum Command {
     /// Attach to pod veths and stream one JSON line per observed connection start.
     Observe(observe::ObserveArgs),
+    /// Decide JSON-lines flow records against the NetworkPolicies of manifests.
+    Check(check::CheckArgs),
+    /// Explain the verdict on one connection.
+    Explain(explain::ExplainArgs),
+    /// Print the allowed connections between every pair of workloads.
+    Matrix(matrix::MatrixArgs),
 }
 
 impl Command {
@@ -36,6 +45,9 @@ impl Command {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             Self::Observe(args) => observe::run(args),
+            Self::Check(args) => check::run(args),
+            Self::Explain(args) => explain::run(args),
+            Self::Matrix(args) => matrix::run(args),
         }
     }
 }

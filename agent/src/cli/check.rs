@@ -1,0 +1,188 @@
+//! `trustmap check`: decide every flow record of a JSON-lines stream against the policies of
+//! manifests, and write one verdict line per record, in input order, as it goes.
+
+use std::{
+    fs::File,
+    io::{self, BufRead, BufReader, BufWriter, Write},
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::{
+    flow::{Endpoint, FlowRecord},
+    inventory::{Loaded, load_paths},
+    policy::{Evaluator, Explanation, SideExplanation},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Manifest files or directories (YAML, JSON, `kind: List`), read recursively.
+    #[arg(long, required = true, num_args = 1..)]
+    pub manifests: Vec<PathBuf>,
+    /// JSON-lines flow records, as `trustmap observe` writes them; `-` for stdin. `src` and
+    /// `dst` may also be a pod (`namespace/name`) or a workload (`namespace/Kind/name`).
+    #[arg(long)]
+    pub flows: String,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = CheckFormat::Json)]
+    pub output: CheckFormat,
+    /// Exit with code 1 when some connection is denied.
+    #[arg(long)]
+    pub fail_on_deny: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CheckFormat {
+    /// One JSON object per record.
+    Json,
+    /// Aligned columns for people.
+    Table,
+}
+
+/// Loads manifests for the offline commands, printing notes on what was skipped.
+pub(super) fn load_manifests(paths: &[PathBuf]) -> anyhow::Result<Loaded> {
+    let loaded = load_paths(paths).context("reading manifests")?;
+    for note in &loaded.notes {
+        tracing::info!("{note}");
+    }
+    tracing::debug!(
+        pods = loaded.inventory.pods().len(),
+        policies = loaded.policies.len(),
+        "manifests loaded"
+    );
+    Ok(loaded)
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    src: &'a Endpoint,
+    dst: &'a Endpoint,
+    #[serde(flatten)]
+    explanation: &'a Explanation,
+}
+
+#[derive(Serialize)]
+struct ErrorLine<'a> {
+    line: u64,
+    error: &'a str,
+}
+
+pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let loaded = load_manifests(&args.manifests)?;
+    let ev = Evaluator::new(&loaded.inventory, &loaded.policies);
+    let input: Box<dyn BufRead> = if args.flows == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        let f = File::open(&args.flows).with_context(|| format!("opening {}", args.flows))?;
+        Box::new(BufReader::with_capacity(1 << 16, f))
+    };
+    let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    let (mut denied, mut errors, mut total) = (0u64, 0u64, 0u64);
+    if matches!(args.output, CheckFormat::Table) {
+        writeln!(
+            out,
+            "{:<7} {:<11} {:<40} {:<40} {:<34} INGRESS",
+            "VERDICT", "PORT", "SRC", "DST", "EGRESS"
+        )?;
+    }
+    let mut buf = String::new();
+    let mut reader = input;
+    let mut line_no = 0u64;
+    loop {
+        buf.clear();
+        if reader.read_line(&mut buf).context("reading flows")? == 0 {
+            break;
+        }
+        line_no += 1;
+        let text = buf.trim();
+        if text.is_empty() {
+            continue;
+        }
+        total += 1;
+        let result = serde_json::from_str::<FlowRecord>(text)
+            .map_err(|e| e.to_string())
+            .and_then(|r| ev.connection(&r).map(|c| (r, c)).map_err(|e| e.to_string()));
+        let (record, conn) = match result {
+            Ok(x) => x,
+            Err(e) => {
+                errors += 1;
+                match args.output {
+                    CheckFormat::Json => {
+                        serde_json::to_writer(
+                            &mut out,
+                            &ErrorLine {
+                                line: line_no,
+                                error: &e,
+                            },
+                        )?;
+                        out.write_all(b"\n")?;
+                    }
+                    CheckFormat::Table => writeln!(out, "{:<7} line {line_no}: {e}", "ERROR")?,
+                }
+                continue;
+            }
+        };
+        let explanation = ev.explain(&conn);
+        if explanation.verdict == "deny" {
+            denied += 1;
+        }
+        match args.output {
+            CheckFormat::Json => {
+                let line = Line {
+                    src: &record.src,
+                    dst: &record.dst,
+                    explanation: &explanation,
+                };
+                serde_json::to_writer(&mut out, &line)?;
+                out.write_all(b"\n")?;
+            }
+            CheckFormat::Table => write_row(&mut out, &record, &explanation)?,
+        }
+    }
+    out.flush()?;
+    tracing::info!(records = total, denied, errors, "check done");
+    if errors > 0 {
+        anyhow::bail!(
+            "{errors} of {total} flow records could not be checked (see the error lines)"
+        );
+    }
+    Ok(if args.fail_on_deny && denied > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn short(side: &SideExplanation) -> String {
+    if let Some(e) = side.exemption {
+        return format!("{} ({e})", side.decision);
+    }
+    if let Some(a) = &side.allowed_by {
+        return format!("allow {}#{}", a.policy, a.rule);
+    }
+    if side.isolated {
+        format!("deny ({})", side.policies.join(","))
+    } else {
+        "allow (not isolated)".into()
+    }
+}
+
+fn write_row(out: &mut impl Write, r: &FlowRecord, e: &Explanation) -> io::Result<()> {
+    let port = match r.port {
+        Some(p) => format!("{p}/{}", r.protocol),
+        None => r.protocol.to_string(),
+    };
+    writeln!(
+        out,
+        "{:<7} {:<11} {:<40} {:<40} {:<34} {}",
+        e.verdict.to_uppercase(),
+        port,
+        r.src.to_string(),
+        r.dst.to_string(),
+        short(&e.egress),
+        short(&e.ingress)
+    )
+}

@@ -1,0 +1,61 @@
+//! `trustmap matrix`: the allowed connections between every pair of workloads (and external
+//! addresses), with their ports: a connectivity truth table to diff.
+
+use std::{
+    io::{self, BufWriter, Write},
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use crate::policy::Evaluator;
+
+#[derive(Debug, clap::Args)]
+pub struct MatrixArgs {
+    /// Manifest files or directories (YAML, JSON, `kind: List`), read recursively.
+    #[arg(long, required = true, num_args = 1..)]
+    pub manifests: Vec<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = MatrixFormat::Table)]
+    pub output: MatrixFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum MatrixFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+pub fn run(args: MatrixArgs) -> anyhow::Result<ExitCode> {
+    let loaded = super::check::load_manifests(&args.manifests)?;
+    let ev = Evaluator::new(&loaded.inventory, &loaded.policies);
+    let m = ev.matrix();
+    let mut out = BufWriter::new(io::stdout().lock());
+    match args.output {
+        MatrixFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, &m)?;
+            writeln!(out)?;
+        }
+        MatrixFormat::Csv => {
+            writeln!(out, "src,dst,ports")?;
+            for c in &m.allowed {
+                writeln!(out, "{},{},\"{}\"", c.src, c.dst, c.ports)?;
+            }
+        }
+        MatrixFormat::Table => {
+            let w = m
+                .entities
+                .iter()
+                .map(|e| e.name.len())
+                .max()
+                .unwrap_or(3)
+                .max(3);
+            writeln!(out, "{:<w$}  {:<w$}  PORTS", "SRC", "DST")?;
+            for c in &m.allowed {
+                writeln!(out, "{:<w$}  {:<w$}  {}", c.src, c.dst, c.ports)?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,579 @@
+//! Pure conversion of k8s-openapi objects into an [`Inventory`]. Objects can be added in any
+//! order; owners, nodes and referenced namespaces are tied together in [`InventoryBuilder::build`].
+
+use std::{
+    collections::{BTreeMap, HashMap, hash_map::Entry},
+    net::IpAddr,
+};
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
+        batch::v1::{CronJob, Job},
+        core::v1::{
+            Container, Namespace as K8sNamespace, Node as K8sNode, Pod as K8sPod, PodSpec,
+            PodTemplateSpec, ReplicationController, Service as K8sService,
+        },
+        discovery::v1::EndpointSlice as K8sEndpointSlice,
+    },
+    apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
+};
+
+use super::{
+    InventoryError,
+    model::{
+        ContainerPort, EndpointPort, EndpointSlice, Inventory, Namespace, NamespaceId, Node,
+        NodeId, Pod, PodId, Service, ServicePort, TargetPort, Workload, WorkloadId,
+    },
+};
+use crate::{flow::Protocol, policy::Labels};
+
+/// The label every namespace carries with its own name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// Collects objects, then [`build`](Self::build)s the [`Inventory`].
+#[derive(Debug, Default)]
+pub struct InventoryBuilder {
+    namespaces: BTreeMap<String, Labels>,
+    pods: Vec<PendingPod>,
+    workloads: Vec<PendingWorkload>,
+    services: Vec<(String, Service)>,
+    slices: Vec<(String, EndpointSlice)>,
+    nodes: BTreeMap<String, Node>,
+}
+
+#[derive(Debug)]
+struct PendingPod {
+    namespace: String,
+    pod: Pod,
+    node_name: Option<String>,
+    host_ips: Vec<IpAddr>,
+    /// Controller owner: kind and name.
+    owner: Option<(String, String)>,
+}
+
+#[derive(Debug)]
+struct PendingWorkload {
+    namespace: String,
+    kind: &'static str,
+    name: String,
+    template: Option<Pod>,
+    owner: Option<(String, String)>,
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> InventoryError {
+    InventoryError::InvalidField {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+fn name_of(meta: &ObjectMeta) -> Result<String, InventoryError> {
+    meta.name
+        .clone()
+        .ok_or_else(|| invalid("metadata.name", "missing"))
+}
+
+fn namespace_of(meta: &ObjectMeta) -> String {
+    meta.namespace.clone().unwrap_or_else(|| "default".into())
+}
+
+fn controller_of(meta: &ObjectMeta) -> Option<(String, String)> {
+    let refs = meta.owner_references.as_deref().unwrap_or_default();
+    refs.iter()
+        .find(|o| o.controller == Some(true))
+        .or(refs.first())
+        .map(|o| (o.kind.clone(), o.name.clone()))
+}
+
+fn parse_ip(value: &str, field: String) -> Result<IpAddr, InventoryError> {
+    value
+        .parse()
+        .map_err(|_| invalid(field, format!("invalid IP address {value:?}")))
+}
+
+/// Parses a protocol as Kubernetes spells it; absent means TCP.
+pub(super) fn parse_protocol(
+    value: Option<&str>,
+    field: String,
+) -> Result<Protocol, InventoryError> {
+    match value {
+        None | Some("TCP") => Ok(Protocol::Tcp),
+        Some("UDP") => Ok(Protocol::Udp),
+        Some("SCTP") => Ok(Protocol::Sctp),
+        Some(other) => Err(invalid(
+            field,
+            format!("unknown protocol {other:?}: expected TCP, UDP or SCTP"),
+        )),
+    }
+}
+
+fn parse_port(n: i32, field: String) -> Result<u16, InventoryError> {
+    u16::try_from(n)
+        .ok()
+        .filter(|p| *p >= 1)
+        .ok_or_else(|| invalid(field, format!("port {n} is out of range 1-65535")))
+}
+
+fn container_ports(spec: &PodSpec, field: &str) -> Result<Vec<ContainerPort>, InventoryError> {
+    let mut out = Vec::new();
+    let lists: [(&str, Option<&Vec<Container>>); 2] = [
+        ("containers", Some(&spec.containers)),
+        ("initContainers", spec.init_containers.as_ref()),
+    ];
+    for (list, containers) in lists {
+        for (i, c) in containers.into_iter().flatten().enumerate() {
+            for (j, p) in c.ports.iter().flatten().enumerate() {
+                let at = format!("{field}.{list}[{i}].ports[{j}]");
+                out.push(ContainerPort {
+                    name: p.name.clone(),
+                    port: parse_port(p.container_port, format!("{at}.containerPort"))?,
+                    protocol: parse_protocol(p.protocol.as_deref(), format!("{at}.protocol"))?,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn template_pod(t: &PodTemplateSpec, name: &str, field: &str) -> Result<Pod, InventoryError> {
+    let spec = t.spec.clone().unwrap_or_default();
+    Ok(Pod {
+        namespace: NamespaceId(0),
+        name: name.to_owned(),
+        labels: t
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default(),
+        ips: Vec::new(),
+        host_network: spec.host_network.unwrap_or(false),
+        node: None,
+        ports: container_ports(&spec, &format!("{field}.spec"))?,
+        workload: None,
+        is_template: true,
+    })
+}
+
+impl InventoryBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a namespace with its labels.
+    pub fn namespace(&mut self, ns: &K8sNamespace) -> Result<(), InventoryError> {
+        let name = name_of(&ns.metadata)?;
+        let labels = ns.metadata.labels.clone().unwrap_or_default();
+        self.namespaces.entry(name).or_default().extend(labels);
+        Ok(())
+    }
+
+    /// Makes sure a namespace exists, for namespaces only referenced by other objects.
+    pub fn reference_namespace(&mut self, name: &str) {
+        self.namespaces.entry(name.to_owned()).or_default();
+    }
+
+    /// Adds a pod. Pods that have finished (`Succeeded`, `Failed`) keep no IPs, since those
+    /// may already belong to another pod.
+    pub fn pod(&mut self, p: &K8sPod) -> Result<(), InventoryError> {
+        let name = name_of(&p.metadata)?;
+        let namespace = namespace_of(&p.metadata);
+        let spec = p.spec.clone().unwrap_or_default();
+        let status = p.status.clone().unwrap_or_default();
+        let mut ips = Vec::new();
+        match (&status.pod_ips, &status.pod_ip) {
+            (Some(list), _) if !list.is_empty() => {
+                for (i, ip) in list.iter().enumerate() {
+                    ips.push(parse_ip(&ip.ip, format!("status.podIPs[{i}].ip"))?);
+                }
+            }
+            (_, Some(ip)) => ips.push(parse_ip(ip, "status.podIP".into())?),
+            _ => {}
+        }
+        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+            ips.clear();
+        }
+        let mut host_ips = Vec::new();
+        for (i, h) in status.host_ips.iter().flatten().enumerate() {
+            host_ips.push(parse_ip(&h.ip, format!("status.hostIPs[{i}].ip"))?);
+        }
+        if let (true, Some(h)) = (host_ips.is_empty(), &status.host_ip) {
+            host_ips.push(parse_ip(h, "status.hostIP".into())?);
+        }
+        let host_network = spec.host_network.unwrap_or(false);
+        self.pods.push(PendingPod {
+            pod: Pod {
+                namespace: NamespaceId(0),
+                name,
+                labels: p.metadata.labels.clone().unwrap_or_default(),
+                ips,
+                host_network,
+                node: None,
+                ports: container_ports(&spec, "spec")?,
+                workload: None,
+                is_template: false,
+            },
+            namespace,
+            node_name: spec.node_name.clone(),
+            host_ips,
+            owner: controller_of(&p.metadata),
+        });
+        Ok(())
+    }
+
+    fn workload(
+        &mut self,
+        kind: &'static str,
+        meta: &ObjectMeta,
+        template: Option<&PodTemplateSpec>,
+        field: &str,
+    ) -> Result<(), InventoryError> {
+        let name = name_of(meta)?;
+        let template = template
+            .map(|t| template_pod(t, &name, field))
+            .transpose()?;
+        self.workloads.push(PendingWorkload {
+            namespace: namespace_of(meta),
+            kind,
+            name,
+            template,
+            owner: controller_of(meta),
+        });
+        Ok(())
+    }
+
+    pub fn deployment(&mut self, d: &Deployment) -> Result<(), InventoryError> {
+        let t = d.spec.as_ref().map(|s| &s.template);
+        self.workload("Deployment", &d.metadata, t, "spec.template")
+    }
+
+    pub fn stateful_set(&mut self, s: &StatefulSet) -> Result<(), InventoryError> {
+        let t = s.spec.as_ref().map(|s| &s.template);
+        self.workload("StatefulSet", &s.metadata, t, "spec.template")
+    }
+
+    pub fn daemon_set(&mut self, d: &DaemonSet) -> Result<(), InventoryError> {
+        let t = d.spec.as_ref().map(|s| &s.template);
+        self.workload("DaemonSet", &d.metadata, t, "spec.template")
+    }
+
+    pub fn replica_set(&mut self, r: &ReplicaSet) -> Result<(), InventoryError> {
+        let t = r.spec.as_ref().and_then(|s| s.template.as_ref());
+        self.workload("ReplicaSet", &r.metadata, t, "spec.template")
+    }
+
+    pub fn replication_controller(
+        &mut self,
+        r: &ReplicationController,
+    ) -> Result<(), InventoryError> {
+        let t = r.spec.as_ref().and_then(|s| s.template.as_ref());
+        self.workload("ReplicationController", &r.metadata, t, "spec.template")
+    }
+
+    pub fn job(&mut self, j: &Job) -> Result<(), InventoryError> {
+        let t = j.spec.as_ref().map(|s| &s.template);
+        self.workload("Job", &j.metadata, t, "spec.template")
+    }
+
+    pub fn cron_job(&mut self, c: &CronJob) -> Result<(), InventoryError> {
+        let t = c
+            .spec
+            .as_ref()
+            .and_then(|s| s.job_template.spec.as_ref())
+            .map(|s| &s.template);
+        self.workload("CronJob", &c.metadata, t, "spec.jobTemplate.spec.template")
+    }
+
+    pub fn service(&mut self, s: &K8sService) -> Result<(), InventoryError> {
+        let spec = s.spec.clone().unwrap_or_default();
+        let mut cluster_ips = Vec::new();
+        let ips = spec
+            .cluster_ips
+            .clone()
+            .or_else(|| spec.cluster_ip.clone().map(|ip| vec![ip]));
+        for (i, ip) in ips.iter().flatten().enumerate() {
+            if ip != "None" && !ip.is_empty() {
+                cluster_ips.push(parse_ip(ip, format!("spec.clusterIPs[{i}]"))?);
+            }
+        }
+        let mut ports = Vec::new();
+        for (i, p) in spec.ports.iter().flatten().enumerate() {
+            let at = format!("spec.ports[{i}]");
+            let port = parse_port(p.port, format!("{at}.port"))?;
+            ports.push(ServicePort {
+                name: p.name.clone(),
+                port,
+                protocol: parse_protocol(p.protocol.as_deref(), format!("{at}.protocol"))?,
+                target: match &p.target_port {
+                    None => TargetPort::Number(port),
+                    Some(IntOrString::Int(n)) => {
+                        TargetPort::Number(parse_port(*n, format!("{at}.targetPort"))?)
+                    }
+                    Some(IntOrString::String(n)) => TargetPort::Named(n.clone()),
+                },
+            });
+        }
+        let namespace = namespace_of(&s.metadata);
+        let service = Service {
+            namespace: NamespaceId(0),
+            name: name_of(&s.metadata)?,
+            selector: spec.selector.clone(),
+            cluster_ips,
+            ports,
+        };
+        self.services.push((namespace, service));
+        Ok(())
+    }
+
+    pub fn endpoint_slice(&mut self, s: &K8sEndpointSlice) -> Result<(), InventoryError> {
+        let mut addresses = Vec::new();
+        if s.address_type != "FQDN" {
+            for (i, e) in s.endpoints.iter().enumerate() {
+                for (j, a) in e.addresses.iter().enumerate() {
+                    addresses.push(parse_ip(a, format!("endpoints[{i}].addresses[{j}]"))?);
+                }
+            }
+        }
+        let mut ports = Vec::new();
+        for (i, p) in s.ports.iter().flatten().enumerate() {
+            let at = format!("ports[{i}]");
+            ports.push(EndpointPort {
+                name: p.name.clone(),
+                port: p
+                    .port
+                    .map(|n| parse_port(n, format!("{at}.port")))
+                    .transpose()?,
+                protocol: parse_protocol(p.protocol.as_deref(), format!("{at}.protocol"))?,
+            });
+        }
+        let service = s
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name").cloned());
+        let slice = EndpointSlice {
+            namespace: NamespaceId(0),
+            name: name_of(&s.metadata)?,
+            service,
+            addresses,
+            ports,
+        };
+        self.slices.push((namespace_of(&s.metadata), slice));
+        Ok(())
+    }
+
+    pub fn node(&mut self, n: &K8sNode) -> Result<(), InventoryError> {
+        let name = name_of(&n.metadata)?;
+        let mut addresses = Vec::new();
+        let status = n.status.clone().unwrap_or_default();
+        for (i, a) in status.addresses.iter().flatten().enumerate() {
+            if matches!(a.type_.as_str(), "InternalIP" | "ExternalIP") {
+                addresses.push(parse_ip(
+                    &a.address,
+                    format!("status.addresses[{i}].address"),
+                )?);
+            }
+        }
+        let node = self.node_entry(&name);
+        node.addresses.extend(addresses);
+        node.labels
+            .extend(n.metadata.labels.clone().unwrap_or_default());
+        Ok(())
+    }
+
+    fn node_entry(&mut self, name: &str) -> &mut Node {
+        self.nodes.entry(name.to_owned()).or_insert_with(|| Node {
+            name: name.to_owned(),
+            addresses: Vec::new(),
+            labels: Labels::new(),
+        })
+    }
+
+    /// Ties objects together and indexes them.
+    pub fn build(mut self) -> Inventory {
+        let mut inv = Inventory::default();
+
+        // Namespaces: declared and referenced ones, each labelled with its own name.
+        for name in self
+            .pods
+            .iter()
+            .map(|p| &p.namespace)
+            .chain(self.workloads.iter().map(|w| &w.namespace))
+            .chain(self.services.iter().map(|s| &s.0))
+            .chain(self.slices.iter().map(|s| &s.0))
+            .cloned()
+            .collect::<Vec<_>>()
+        {
+            self.reference_namespace(&name);
+        }
+        for (name, mut labels) in std::mem::take(&mut self.namespaces) {
+            labels.insert(NAMESPACE_NAME_LABEL.into(), name.clone());
+            let id = NamespaceId(inv.namespaces.len() as u32);
+            inv.ns_by_name.insert(name.clone(), id);
+            inv.namespaces.push(Namespace { name, labels });
+            inv.pods_by_ns.push(Vec::new());
+        }
+        let ns = |inv: &Inventory, name: &str| inv.ns_by_name[name];
+
+        // Nodes, also those only known from pods.
+        let pod_nodes: Vec<(String, Vec<IpAddr>)> = self
+            .pods
+            .iter()
+            .filter_map(|p| {
+                let pod_ips = if p.pod.host_network {
+                    &p.pod.ips[..]
+                } else {
+                    &[]
+                };
+                let ips = p.host_ips.iter().chain(pod_ips).copied().collect();
+                p.node_name.clone().map(|n| (n, ips))
+            })
+            .collect();
+        for (name, ips) in pod_nodes {
+            self.node_entry(&name).addresses.extend(ips);
+        }
+        let mut node_by_name = HashMap::new();
+        for (name, mut node) in std::mem::take(&mut self.nodes) {
+            node.addresses.sort();
+            node.addresses.dedup();
+            let id = NodeId(inv.nodes.len() as u32);
+            for ip in &node.addresses {
+                inv.node_by_ip.entry(*ip).or_insert(id);
+            }
+            node_by_name.insert(name, id);
+            inv.nodes.push(node);
+        }
+        // Host IPs of pods on nodes of unknown name still mark node addresses.
+        for p in &self.pods {
+            if p.node_name.is_none() {
+                for ip in &p.host_ips {
+                    if !inv.node_by_ip.contains_key(ip) {
+                        let id = NodeId(inv.nodes.len() as u32);
+                        inv.nodes.push(Node {
+                            name: ip.to_string(),
+                            addresses: vec![*ip],
+                            labels: Labels::new(),
+                        });
+                        inv.node_by_ip.insert(*ip, id);
+                    }
+                }
+            }
+        }
+
+        // Workloads: one owned by another given workload (a Deployment's ReplicaSet, a
+        // CronJob's Job) is folded into its owner.
+        let given: HashMap<(String, String, String), usize> = self
+            .workloads
+            .iter()
+            .enumerate()
+            .map(|(i, w)| ((w.namespace.clone(), w.kind.to_owned(), w.name.clone()), i))
+            .collect();
+        let mut alias: HashMap<(String, String, String), (String, String, String)> = HashMap::new();
+        for w in &self.workloads {
+            if let Some((kind, name)) = &w.owner {
+                let owner = (w.namespace.clone(), kind.clone(), name.clone());
+                if given.contains_key(&owner) {
+                    alias.insert(
+                        (w.namespace.clone(), w.kind.to_owned(), w.name.clone()),
+                        owner,
+                    );
+                }
+            }
+        }
+        for w in std::mem::take(&mut self.workloads) {
+            let key = (w.namespace.clone(), w.kind.to_owned(), w.name.clone());
+            if alias.contains_key(&key) {
+                continue;
+            }
+            let nsid = ns(&inv, &w.namespace);
+            let id = workload_id(&mut inv, nsid, w.kind, &w.name);
+            if let Some(mut pod) = w.template {
+                pod.namespace = nsid;
+                pod.workload = Some(id);
+                let pid = PodId(inv.pods.len() as u32);
+                inv.pods_by_ns[nsid.index()].push(pid);
+                inv.pods.push(pod);
+                inv.workloads[id.index()].template = Some(pid);
+            }
+        }
+
+        // Real pods.
+        for p in std::mem::take(&mut self.pods) {
+            let nsid = ns(&inv, &p.namespace);
+            let mut pod = p.pod;
+            pod.namespace = nsid;
+            pod.node = p.node_name.as_ref().map(|n| node_by_name[n]);
+            let pid = PodId(inv.pods.len() as u32);
+            if let Some((kind, name)) = p.owner {
+                let (kind, name) = owner_workload(&alias, &given, &p.namespace, kind, name, &pod);
+                let id = workload_id(&mut inv, nsid, &kind, &name);
+                pod.workload = Some(id);
+                inv.workloads[id.index()].pods.push(pid);
+            }
+            if !pod.host_network {
+                for ip in &pod.ips {
+                    inv.pod_by_ip.entry(*ip).or_insert(pid);
+                }
+            }
+            inv.pod_by_name
+                .entry((nsid, pod.name.clone()))
+                .or_insert(pid);
+            inv.pods_by_ns[nsid.index()].push(pid);
+            inv.pods.push(pod);
+        }
+
+        for (namespace, mut s) in std::mem::take(&mut self.services) {
+            s.namespace = ns(&inv, &namespace);
+            inv.services.push(s);
+        }
+        for (namespace, mut s) in std::mem::take(&mut self.slices) {
+            s.namespace = ns(&inv, &namespace);
+            inv.endpoint_slices.push(s);
+        }
+        inv
+    }
+}
+
+/// The workload a pod belongs to: its owner, through a given ReplicaSet or Job to their owner,
+/// or a ReplicaSet named `<deployment>-<pod-template-hash>` to its Deployment.
+fn owner_workload(
+    alias: &HashMap<(String, String, String), (String, String, String)>,
+    given: &HashMap<(String, String, String), usize>,
+    namespace: &str,
+    kind: String,
+    name: String,
+    pod: &Pod,
+) -> (String, String) {
+    let key = (namespace.to_owned(), kind, name);
+    if let Some((_, k, n)) = alias.get(&key) {
+        return (k.clone(), n.clone());
+    }
+    let (_, kind, name) = key;
+    if kind == "ReplicaSet"
+        && !given.contains_key(&(namespace.to_owned(), kind.clone(), name.clone()))
+        && let Some(hash) = pod.labels.get("pod-template-hash")
+        && let Some(deployment) = name.strip_suffix(&format!("-{hash}"))
+    {
+        return ("Deployment".into(), deployment.to_owned());
+    }
+    (kind, name)
+}
+
+fn workload_id(inv: &mut Inventory, ns: NamespaceId, kind: &str, name: &str) -> WorkloadId {
+    let key = (ns, kind.to_ascii_lowercase(), name.to_owned());
+    let next = WorkloadId(inv.workloads.len() as u32);
+    match inv.workload_by_ref.entry(key) {
+        Entry::Occupied(e) => *e.get(),
+        Entry::Vacant(e) => {
+            e.insert(next);
+            inv.workloads.push(Workload {
+                namespace: ns,
+                kind: kind.to_owned(),
+                name: name.to_owned(),
+                template: None,
+                pods: Vec::new(),
+            });
+            next
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The manifests loader: files and directories of YAML (multi-document) or JSON, including
+//! `kind: List` and typed lists such as `PodList`. Reading files is the only IO here; turning
+//! text into objects is [`Manifests::add_text`], which tests call directly.
+
+use std::{
+    fmt, fs,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::Value;
+
+use super::{InventoryError, build::InventoryBuilder, model::Inventory};
+use crate::policy::Policy;
+
+/// Where an object came from: file, 1-based document index, and 1-based item index in a list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    pub document: usize,
+    pub item: Option<usize>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: document {}", self.file.display(), self.document)?;
+        if let Some(i) = self.item {
+            write!(f, ", item {i}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The objects read from manifests, before [`Manifests::finish`].
+#[derive(Debug, Default)]
+pub struct Manifests {
+    builder: InventoryBuilder,
+    policies: Vec<(Location, Policy)>,
+    notes: Vec<String>,
+}
+
+/// What manifests describe: the inventory and the policies, plus notes on what was skipped.
+#[derive(Debug)]
+pub struct Loaded {
+    pub inventory: Inventory,
+    /// Valid NetworkPolicies, in the order read; a later one with the same namespace and name
+    /// replaces an earlier one, as `kubectl apply` would.
+    pub policies: Vec<Policy>,
+    /// Objects skipped and other things a user may want to know.
+    pub notes: Vec<String>,
+}
+
+/// Reads files and directories (recursively: `.yaml`, `.yml` and `.json` files, in name order).
+pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Loaded, InventoryError> {
+    let mut m = Manifests::default();
+    for p in paths {
+        let mut files = Vec::new();
+        collect(p.as_ref(), true, &mut files)?;
+        for file in files {
+            let text = fs::read_to_string(&file).map_err(|source| InventoryError::Io {
+                path: file.clone(),
+                source,
+            })?;
+            m.add_text(&file, &text)?;
+        }
+    }
+    Ok(m.finish())
+}
+
+fn collect(path: &Path, explicit: bool, out: &mut Vec<PathBuf>) -> Result<(), InventoryError> {
+    let io = |source| InventoryError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = fs::metadata(path).map_err(io)?;
+    if meta.is_dir() {
+        let mut entries = fs::read_dir(path)
+            .map_err(io)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io)?;
+        entries.sort();
+        for e in entries {
+            collect(&e, false, out)?;
+        }
+    } else {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if explicit || matches!(ext, "yaml" | "yml" | "json") {
+            out.push(path.to_owned());
+        }
+    }
+    Ok(())
+}
+
+impl Manifests {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parses the text of one file (`path` only names it in errors and notes). JSON when the
+    /// file name ends in `.json`, YAML otherwise.
+    pub fn add_text(&mut self, path: &Path, text: &str) -> Result<(), InventoryError> {
+        let syntax = |document, message: String| InventoryError::Syntax {
+            path: path.to_owned(),
+            document,
+            message,
+        };
+        let docs: Vec<Value> = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::Deserializer::from_str(text)
+                .into_iter::<Value>()
+                .enumerate()
+                .map(|(i, d)| d.map_err(|e| syntax(i + 1, e.to_string())))
+                .collect::<Result<_, _>>()?
+        } else {
+            serde_yaml::Deserializer::from_str(text)
+                .enumerate()
+                .map(|(i, d)| Value::deserialize(d).map_err(|e| syntax(i + 1, e.to_string())))
+                .collect::<Result<_, _>>()?
+        };
+        for (i, doc) in docs.into_iter().enumerate() {
+            let loc = Location {
+                file: path.to_owned(),
+                document: i + 1,
+                item: None,
+            };
+            self.add_value(doc, loc)?;
+        }
+        Ok(())
+    }
+
+    fn add_value(&mut self, doc: Value, loc: Location) -> Result<(), InventoryError> {
+        if doc.is_null() {
+            return Ok(());
+        }
+        let kind = doc
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        if let Some(item_kind) = kind.strip_suffix("List")
+            && let Some(Value::Array(items)) = doc.get("items")
+        {
+            let api_version = doc.get("apiVersion").cloned();
+            for (j, mut item) in items.clone().into_iter().enumerate() {
+                // Typed lists (PodList) leave kind and apiVersion out of their items.
+                if let Value::Object(o) = &mut item
+                    && !item_kind.is_empty()
+                {
+                    o.entry("kind").or_insert_with(|| item_kind.into());
+                    if let Some(v) = &api_version {
+                        o.entry("apiVersion").or_insert_with(|| v.clone());
+                    }
+                }
+                let loc = Location {
+                    item: Some(j + 1),
+                    ..loc.clone()
+                };
+                self.add_value(item, loc)?;
+            }
+            return Ok(());
+        }
+        let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let b = &mut self.builder;
+        let r = match (api_version, kind.as_str()) {
+            ("v1", "Namespace") => decode(doc, &loc).and_then(|o| b.namespace(&o)),
+            ("v1", "Pod") => decode(doc, &loc).and_then(|o| b.pod(&o)),
+            ("v1", "Service") => decode(doc, &loc).and_then(|o| b.service(&o)),
+            ("v1", "Node") => decode(doc, &loc).and_then(|o| b.node(&o)),
+            ("v1", "ReplicationController") => {
+                decode(doc, &loc).and_then(|o| b.replication_controller(&o))
+            }
+            ("apps/v1", "Deployment") => decode(doc, &loc).and_then(|o| b.deployment(&o)),
+            ("apps/v1", "StatefulSet") => decode(doc, &loc).and_then(|o| b.stateful_set(&o)),
+            ("apps/v1", "DaemonSet") => decode(doc, &loc).and_then(|o| b.daemon_set(&o)),
+            ("apps/v1", "ReplicaSet") => decode(doc, &loc).and_then(|o| b.replica_set(&o)),
+            ("batch/v1", "Job") => decode(doc, &loc).and_then(|o| b.job(&o)),
+            ("batch/v1", "CronJob") => decode(doc, &loc).and_then(|o| b.cron_job(&o)),
+            ("discovery.k8s.io/v1", "EndpointSlice") => {
+                decode(doc, &loc).and_then(|o| b.endpoint_slice(&o))
+            }
+            ("networking.k8s.io/v1", "NetworkPolicy") => {
+                let np = decode(doc, &loc)?;
+                let policy = Policy::from_k8s(&np)
+                    .map_err(|e| in_document(&loc, &kind, &np.metadata.name, e.into()))?;
+                self.builder.reference_namespace(&policy.namespace);
+                self.policies.push((loc.clone(), policy));
+                Ok(())
+            }
+            _ => {
+                let what = if kind.is_empty() {
+                    "an object without kind".to_owned()
+                } else {
+                    format!("{api_version} {kind}")
+                };
+                self.notes.push(format!("{loc}: skipped {what}"));
+                Ok(())
+            }
+        };
+        r.map_err(|e| match e {
+            e @ (InventoryError::Decode { .. } | InventoryError::InDocument { .. }) => e,
+            e => in_document(&loc, &kind, &None, e),
+        })
+    }
+
+    /// Builds the inventory and settles duplicate policies.
+    pub fn finish(mut self) -> Loaded {
+        let mut policies: Vec<Policy> = Vec::new();
+        for (loc, p) in self.policies {
+            if let Some(old) = policies
+                .iter_mut()
+                .find(|o| o.namespace == p.namespace && o.name == p.name)
+            {
+                self.notes.push(format!(
+                    "{loc}: NetworkPolicy {} replaces an earlier one with the same name",
+                    p.key()
+                ));
+                *old = p;
+            } else {
+                policies.push(p);
+            }
+        }
+        Loaded {
+            inventory: self.builder.build(),
+            policies,
+            notes: self.notes,
+        }
+    }
+}
+
+fn in_document(
+    loc: &Location,
+    kind: &str,
+    name: &Option<String>,
+    e: InventoryError,
+) -> InventoryError {
+    InventoryError::InDocument {
+        location: loc.to_string(),
+        object: match name {
+            Some(n) => format!("{kind} {n}"),
+            None => kind.to_owned(),
+        },
+        source: Box::new(e),
+    }
+}
+
+fn decode<T: DeserializeOwned>(doc: Value, loc: &Location) -> Result<T, InventoryError> {
+    let kind = doc
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let name = doc
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    serde_path_to_error::deserialize(doc).map_err(|e| InventoryError::Decode {
+        location: loc.to_string(),
+        object: match name {
+            Some(n) => format!("{kind} {n}"),
+            None => kind,
+        },
+        field: e.path().to_string(),
+        message: e.inner().to_string(),
+    })
+}

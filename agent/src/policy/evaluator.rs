@@ -1,0 +1,475 @@
+//! The evaluator: is a connection allowed by the egress side of its source and the ingress side
+//! of its destination?
+//!
+//! [`Evaluator::new`] indexes once: which policies select each pod, per direction (policies are
+//! looked up by namespace, and pods selected with each distinct selector once), and the set of
+//! pods each distinct peer matches, as a bitset. A verdict then costs two lookups and a walk over
+//! the rules of the few policies that select the two ends; no policy is scanned per connection.
+
+use std::collections::HashMap;
+
+use super::{
+    model::{Direction, NamespaceScope, Peer, Policy, PortSpec, Rule},
+    ports::{PortRanges, PortSet},
+    selector::Selector,
+};
+use crate::{
+    flow::{FlowRecord, Protocol},
+    inventory::{ContainerPort, Inventory, InventoryError, NamespaceId, PodId, Resolved},
+};
+
+/// A connection to decide: resolved ends, protocol and destination port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Connection {
+    pub src: Resolved,
+    pub dst: Resolved,
+    pub protocol: Protocol,
+    /// `None` for protocols without ports.
+    pub port: Option<u16>,
+}
+
+/// The decision for a connection: one verdict per side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// The source's egress side.
+    pub egress: SideVerdict,
+    /// The destination's ingress side.
+    pub ingress: SideVerdict,
+}
+
+impl Verdict {
+    /// Allowed when both sides allow.
+    pub fn allowed(&self) -> bool {
+        self.egress.allows() && self.ingress.allows()
+    }
+}
+
+/// The decision of one side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SideVerdict {
+    /// No NetworkPolicy applies to this end at all (see [`Exemption`]): allowed.
+    Exempt(Exemption),
+    /// No policy selects the pod for this direction: allowed.
+    NotIsolated,
+    /// Isolated, and this rule (the first in policy-name order) allows it.
+    Allowed(RuleRef),
+    /// Isolated, and no rule of any selecting policy matches.
+    Denied,
+}
+
+impl SideVerdict {
+    pub fn allows(&self) -> bool {
+        !matches!(self, Self::Denied)
+    }
+}
+
+/// Why a side is allowed without consulting policies. These are the choices of the mainstream
+/// CNIs (Calico, Cilium, kube-router); see docs/policy-semantics.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Exemption {
+    /// A pod connecting to itself.
+    SelfTraffic,
+    /// A node (e.g. the kubelet's probes) connecting to a pod on that node.
+    LocalNode,
+    /// This end is a node or a host-network pod, which NetworkPolicies do not select.
+    HostNetwork,
+    /// This end is outside the cluster, which NetworkPolicies do not select.
+    External,
+}
+
+/// The rule that allowed a side: indexes into the policy slice given to [`Evaluator::new`],
+/// the direction's rules, and the rule's `from`/`to` and `ports` (`None` when the list is empty,
+/// which matches everything).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RuleRef {
+    pub policy: u32,
+    pub rule: u32,
+    pub peer: Option<u32>,
+    pub port: Option<u32>,
+}
+
+/// Pods a peer matches.
+#[derive(Debug)]
+enum PodSet {
+    All,
+    /// Every pod of these namespaces (bit per namespace).
+    Namespaces(Vec<u64>),
+    /// These pods (bit per pod).
+    Pods(Vec<u64>),
+}
+
+fn bit(set: &[u64], i: usize) -> bool {
+    set.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
+fn set_bit(set: &mut [u64], i: usize) {
+    set[i / 64] |= 1 << (i % 64);
+}
+
+/// A compiled peer: the pod set of a pod peer, or an ipBlock (matched from the policy).
+#[derive(Debug, Clone, Copy)]
+enum PeerMatch {
+    Pods(u32),
+    IpBlock,
+}
+
+#[derive(Debug, Default)]
+struct Compiled {
+    ingress: Vec<Vec<PeerMatch>>,
+    egress: Vec<Vec<PeerMatch>>,
+}
+
+/// Decides connections against an inventory and a set of policies. Cheap to query, built once.
+#[derive(Debug)]
+pub struct Evaluator<'a> {
+    inventory: &'a Inventory,
+    policies: &'a [Policy],
+    compiled: Vec<Compiled>,
+    pod_sets: Vec<PodSet>,
+    /// Per pod, the policies selecting it, in (namespace, name) order.
+    ingress_of: Vec<Vec<u32>>,
+    egress_of: Vec<Vec<u32>>,
+}
+
+impl<'a> Evaluator<'a> {
+    /// Indexes the policies against the inventory. Policies whose namespace is not in the
+    /// inventory select nothing.
+    pub fn new(inventory: &'a Inventory, policies: &'a [Policy]) -> Self {
+        let n_pods = inventory.pods().len();
+        let mut order: Vec<u32> = (0..policies.len() as u32).collect();
+        order.sort_by(|&a, &b| {
+            let (a, b) = (&policies[a as usize], &policies[b as usize]);
+            (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name))
+        });
+        let mut ev = Self {
+            inventory,
+            policies,
+            compiled: Vec::with_capacity(policies.len()),
+            pod_sets: Vec::new(),
+            ingress_of: vec![Vec::new(); n_pods],
+            egress_of: vec![Vec::new(); n_pods],
+        };
+
+        let mut selected: HashMap<(NamespaceId, &Selector), Vec<PodId>> = HashMap::new();
+        for &pi in &order {
+            let p = &policies[pi as usize];
+            let Some(ns) = inventory.namespace_id(&p.namespace) else {
+                continue;
+            };
+            let pods = selected.entry((ns, &p.pod_selector)).or_insert_with(|| {
+                inventory
+                    .pods_in(ns)
+                    .iter()
+                    .copied()
+                    .filter(|&id| {
+                        let pod = inventory.pod(id);
+                        !pod.host_network && p.pod_selector.matches(&pod.labels)
+                    })
+                    .collect()
+            });
+            for &id in pods.iter() {
+                if p.ingress.is_some() {
+                    ev.ingress_of[id.index()].push(pi);
+                }
+                if p.egress.is_some() {
+                    ev.egress_of[id.index()].push(pi);
+                }
+            }
+        }
+
+        let mut interned: HashMap<(&NamespaceScope, &Selector), u32> = HashMap::new();
+        for p in policies {
+            let mut compile = |rules: &'a Option<Vec<Rule>>| -> Vec<Vec<PeerMatch>> {
+                rules
+                    .iter()
+                    .flatten()
+                    .map(|r| {
+                        r.peers
+                            .iter()
+                            .map(|peer| match peer {
+                                Peer::IpBlock(_) => PeerMatch::IpBlock,
+                                Peer::Pods { namespaces, pods } => {
+                                    let next = ev.pod_sets.len() as u32;
+                                    let id = *interned.entry((namespaces, pods)).or_insert(next);
+                                    if id == next {
+                                        ev.pod_sets.push(pod_set(inventory, namespaces, pods));
+                                    }
+                                    PeerMatch::Pods(id)
+                                }
+                            })
+                            .collect()
+                    })
+                    .collect()
+            };
+            let ingress = compile(&p.ingress);
+            let egress = compile(&p.egress);
+            ev.compiled.push(Compiled { ingress, egress });
+        }
+        ev
+    }
+
+    pub fn inventory(&self) -> &'a Inventory {
+        self.inventory
+    }
+
+    /// The policies, in the order given to [`Evaluator::new`]; [`RuleRef::policy`] indexes this.
+    pub fn policies(&self) -> &'a [Policy] {
+        self.policies
+    }
+
+    /// Resolves the ends of a flow record.
+    pub fn connection(&self, r: &FlowRecord) -> Result<Connection, InventoryError> {
+        Ok(Connection {
+            src: self.inventory.resolve(&r.src)?,
+            dst: self.inventory.resolve(&r.dst)?,
+            protocol: r.protocol,
+            port: r.port,
+        })
+    }
+
+    /// Policies selecting a pod for a direction, in (namespace, name) order. Empty means not
+    /// isolated. Host-network pods are never selected.
+    pub fn selecting(&self, direction: Direction, pod: PodId) -> &[u32] {
+        let lists = match direction {
+            Direction::Ingress => &self.ingress_of,
+            Direction::Egress => &self.egress_of,
+        };
+        lists.get(pod.index()).map_or(&[], Vec::as_slice)
+    }
+
+    /// Decides a connection.
+    pub fn evaluate(&self, c: &Connection) -> Verdict {
+        if let Some(e) = self.self_traffic(c) {
+            return Verdict {
+                egress: e,
+                ingress: e,
+            };
+        }
+        let egress = match c.src {
+            Resolved::Pod { pod, .. } => self.side(Direction::Egress, pod, c),
+            Resolved::Host { .. } => SideVerdict::Exempt(Exemption::HostNetwork),
+            Resolved::External(_) => SideVerdict::Exempt(Exemption::External),
+        };
+        let ingress = match c.dst {
+            Resolved::Pod { pod, .. } if self.is_local_node(&c.src, pod) => {
+                SideVerdict::Exempt(Exemption::LocalNode)
+            }
+            Resolved::Pod { pod, .. } => self.side(Direction::Ingress, pod, c),
+            Resolved::Host { .. } => SideVerdict::Exempt(Exemption::HostNetwork),
+            Resolved::External(_) => SideVerdict::Exempt(Exemption::External),
+        };
+        Verdict { egress, ingress }
+    }
+
+    fn self_traffic(&self, c: &Connection) -> Option<SideVerdict> {
+        match (c.src.pod(), c.dst.pod()) {
+            (Some(a), Some(b)) if a == b => Some(SideVerdict::Exempt(Exemption::SelfTraffic)),
+            _ => None,
+        }
+    }
+
+    /// Whether `src` is the node `dst` runs on.
+    fn is_local_node(&self, src: &Resolved, dst: PodId) -> bool {
+        match (src, self.inventory.pod(dst).node) {
+            (Resolved::Host { node: Some(n), .. }, Some(m)) => *n == m,
+            _ => false,
+        }
+    }
+
+    fn side(&self, direction: Direction, pod: PodId, c: &Connection) -> SideVerdict {
+        let selecting = self.selecting(direction, pod);
+        if selecting.is_empty() {
+            return SideVerdict::NotIsolated;
+        }
+        let (peer, dst_ports) = self.peer_and_ports(direction, c);
+        for &pi in selecting {
+            let rules = self.policies[pi as usize]
+                .rules(direction)
+                .unwrap_or_default();
+            for (ri, rule) in rules.iter().enumerate() {
+                let Some(port) = self.port_match(rule, c.protocol, c.port, dst_ports) else {
+                    continue;
+                };
+                let Some(peer) = self.peer_match(pi, direction, ri, &peer) else {
+                    continue;
+                };
+                return SideVerdict::Allowed(RuleRef {
+                    policy: pi,
+                    rule: ri as u32,
+                    peer,
+                    port,
+                });
+            }
+        }
+        SideVerdict::Denied
+    }
+
+    /// The other end of a side, and the destination's container ports for named ports.
+    pub(super) fn peer_and_ports(
+        &self,
+        direction: Direction,
+        c: &Connection,
+    ) -> (Resolved, &'a [ContainerPort]) {
+        let dst_ports = match c.dst {
+            Resolved::Pod { pod, .. } => self.inventory.pod(pod).ports.as_slice(),
+            _ => &[],
+        };
+        let peer = match direction {
+            Direction::Egress => c.dst,
+            Direction::Ingress => c.src,
+        };
+        (peer, dst_ports)
+    }
+
+    /// `Some(index)` of the first matching port (`Some(None)` when the rule has no ports).
+    pub(super) fn port_match(
+        &self,
+        rule: &Rule,
+        protocol: Protocol,
+        port: Option<u16>,
+        dst_ports: &[ContainerPort],
+    ) -> Option<Option<u32>> {
+        if rule.ports.is_empty() {
+            return Some(None);
+        }
+        rule.ports
+            .iter()
+            .position(|m| m.matches(protocol, port, dst_ports))
+            .map(|i| Some(i as u32))
+    }
+
+    /// `Some(index)` of the first peer matching `end` (`Some(None)` when the rule has no peers).
+    pub(super) fn peer_match(
+        &self,
+        policy: u32,
+        direction: Direction,
+        rule: usize,
+        end: &Resolved,
+    ) -> Option<Option<u32>> {
+        let compiled = &self.compiled[policy as usize];
+        let peers = match direction {
+            Direction::Ingress => &compiled.ingress[rule],
+            Direction::Egress => &compiled.egress[rule],
+        };
+        if peers.is_empty() {
+            return Some(None);
+        }
+        let rule_peers = &self.policies[policy as usize].rules(direction)?[rule].peers;
+        (0..peers.len())
+            .find(|&i| self.peer_matches(peers[i], &rule_peers[i], end))
+            .map(|i| Some(i as u32))
+    }
+
+    fn peer_matches(&self, m: PeerMatch, peer: &Peer, end: &Resolved) -> bool {
+        match (m, peer) {
+            (PeerMatch::Pods(set), _) => match *end {
+                Resolved::Pod { pod, .. } => match &self.pod_sets[set as usize] {
+                    PodSet::All => true,
+                    PodSet::Namespaces(bits) => {
+                        bit(bits, self.inventory.pod(pod).namespace.index())
+                    }
+                    PodSet::Pods(bits) => bit(bits, pod.index()),
+                },
+                _ => false,
+            },
+            (PeerMatch::IpBlock, Peer::IpBlock(b)) => end.ip().is_some_and(|ip| b.contains(ip)),
+            (PeerMatch::IpBlock, Peer::Pods { .. }) => false,
+        }
+    }
+
+    /// Every port and protocol on which `src` may open connections to `dst`.
+    pub fn allowed_ports(&self, src: &Resolved, dst: &Resolved) -> PortSet {
+        let probe = Connection {
+            src: *src,
+            dst: *dst,
+            protocol: Protocol::Tcp,
+            port: None,
+        };
+        if self.self_traffic(&probe).is_some() {
+            return PortSet::all();
+        }
+        let egress = match *src {
+            Resolved::Pod { pod, .. } => self.side_ports(Direction::Egress, pod, &probe),
+            _ => PortSet::all(),
+        };
+        if egress.is_empty() {
+            return egress;
+        }
+        let ingress = match *dst {
+            Resolved::Pod { pod, .. } if !self.is_local_node(src, pod) => {
+                self.side_ports(Direction::Ingress, pod, &probe)
+            }
+            _ => PortSet::all(),
+        };
+        egress.intersect(&ingress)
+    }
+
+    fn side_ports(&self, direction: Direction, pod: PodId, c: &Connection) -> PortSet {
+        let selecting = self.selecting(direction, pod);
+        if selecting.is_empty() {
+            return PortSet::all();
+        }
+        let (peer, dst_ports) = self.peer_and_ports(direction, c);
+        let mut out = PortSet::empty();
+        for &pi in selecting {
+            let rules = self.policies[pi as usize]
+                .rules(direction)
+                .unwrap_or_default();
+            for (ri, rule) in rules.iter().enumerate() {
+                if self.peer_match(pi, direction, ri, &peer).is_some() {
+                    out = out.union(&rule_ports(rule, dst_ports));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The ports a rule allows towards a destination with these container ports.
+fn rule_ports(rule: &Rule, dst_ports: &[ContainerPort]) -> PortSet {
+    if rule.ports.is_empty() {
+        return PortSet::all();
+    }
+    let mut out = PortSet::empty();
+    for m in &rule.ports {
+        let ranges = match &m.port {
+            PortSpec::All => PortRanges::all(),
+            PortSpec::Range { start, end } => PortRanges::range(*start, *end),
+            PortSpec::Named(name) => match m.resolve(name, dst_ports) {
+                Some(p) => PortRanges::range(p, p),
+                None => continue,
+            },
+        };
+        out = out.union(&PortSet::of(m.protocol, ranges));
+    }
+    out
+}
+
+fn pod_set(inv: &Inventory, namespaces: &NamespaceScope, pods: &Selector) -> PodSet {
+    let ns_ids: Vec<NamespaceId> = match namespaces {
+        NamespaceScope::Named(n) => inv.namespace_id(n).into_iter().collect(),
+        NamespaceScope::Selector(s) => (0..inv.namespaces().len() as u32)
+            .map(NamespaceId)
+            .filter(|&id| s.matches(&inv.namespace(id).labels))
+            .collect(),
+    };
+    if pods.is_everything() {
+        if ns_ids.len() == inv.namespaces().len() {
+            return PodSet::All;
+        }
+        let mut bits = vec![0u64; inv.namespaces().len().div_ceil(64)];
+        for id in ns_ids {
+            set_bit(&mut bits, id.index());
+        }
+        return PodSet::Namespaces(bits);
+    }
+    let mut bits = vec![0u64; inv.pods().len().div_ceil(64)];
+    for ns in ns_ids {
+        for &id in inv.pods_in(ns) {
+            if pods.matches(&inv.pod(id).labels) {
+                set_bit(&mut bits, id.index());
+            }
+        }
+    }
+    PodSet::Pods(bits)
+}
