@@ -17,3 +17,4 @@ pub mod flow;
 pub mod inventory;
 pub mod netif;
 pub mod policy;
+pub mod preexisting;

@@ -305,3 +305,42 @@ fn observe_attaches_to_a_pod_created_while_running_and_detaches_when_it_goes() {
         )],
     );
 }
+
+#[test]
+fn observe_reports_connections_established_before_it_started_once() {
+    require_root();
+    let cluster = Cluster::start(
+        &ClusterSpec::new(1)
+            .pod(1, "client", &[("app", "client")])
+            .pod(1, "server", &[("app", "server")]),
+    );
+    let (client, server) = (cluster.pod("client"), cluster.pod("server"));
+    let addr = SocketAddr::new(IpAddr::V4(server.ipv4), 7443);
+    // A connection that lives across the agent's start: listener, client and accepted socket
+    // all stay open until the end of the test.
+    let listener = trustmap_e2e::in_netns(&server.netns, move || {
+        std::net::TcpListener::bind(addr).expect("bind")
+    });
+    let stream = trustmap_e2e::in_netns(&client.netns, move || {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).expect("connect")
+    });
+    let (accepted, _) = listener.accept().expect("accept");
+    let local = stream.local_addr().expect("local addr");
+
+    let pattern = cluster.pod_interface_pattern();
+    let mut agent = Agent::start("pre-existing", &["observe", "--interface", &pattern]);
+    let records = agent.stop();
+    assert_exact(
+        &records,
+        vec![expect(
+            "TCP",
+            IpAddr::V4(client.ipv4),
+            Some(local.port()),
+            IpAddr::V4(server.ipv4),
+            Some(7443),
+            "",
+            "pre_existing",
+        )],
+    );
+    drop((stream, accepted, listener));
+}

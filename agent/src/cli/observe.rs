@@ -1,9 +1,10 @@
 //! `trustmap observe`: attach, stream connection starts as JSON lines, detach on exit.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs::File,
     io::{self, BufWriter, Write},
+    net::SocketAddr,
     path::PathBuf,
     process::ExitCode,
     time::Duration,
@@ -19,7 +20,9 @@ use tracing::{info, warn};
 
 use crate::{
     datapath::{self, AttachMode, ClockOffset, Config, Datapath},
+    flow::{Endpoint, FlowRecord, Protocol},
     netif::{InterfaceFilter, LinkChange, LinkWatcher},
+    preexisting,
 };
 
 #[derive(Debug, clap::Args)]
@@ -43,6 +46,10 @@ pub struct ObserveArgs {
     /// How to attach: TCX where available (auto), TCX only, or clsact filters.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     pub attach_mode: AttachMode,
+    /// Do not report TCP connections that were already established when the agent started
+    /// (read from each pod network namespace's socket table).
+    #[arg(long)]
+    pub no_pre_existing: bool,
 }
 
 pub fn run(args: ObserveArgs) -> anyhow::Result<ExitCode> {
@@ -67,7 +74,14 @@ pub fn run(args: ObserveArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(observe(filter, config, duration, BufWriter::new(output)))?;
+    let pre_existing = !args.no_pre_existing;
+    runtime.block_on(observe(
+        filter,
+        config,
+        duration,
+        pre_existing,
+        BufWriter::new(output),
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -75,6 +89,7 @@ async fn observe(
     filter: InterfaceFilter,
     config: Config,
     duration: Option<Duration>,
+    pre_existing: bool,
     mut out: BufWriter<Box<dyn Write>>,
 ) -> anyhow::Result<()> {
     let (mut dp, ring) = Datapath::load(&config)?;
@@ -90,17 +105,20 @@ async fn observe(
     for link in links.iter().filter(|l| filter.matches(l)) {
         attach(&mut dp, &mut names, link.index, &link.name);
     }
+    let mut written: u64 = 0;
+    if pre_existing {
+        written += report_pre_existing(ring.get_mut(), &names, clock, &mut out)?;
+    }
     info!(interfaces = dp.attached_count(), "ready");
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = duration.map(|d| Instant::now() + d);
-    let mut written: u64 = 0;
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting on the ring buffer")?;
-                written += write_events(guard.get_inner_mut(), &names, clock, &mut out)?;
+                written += write_events(guard.get_inner_mut(), &names, clock, &mut out, None)?;
                 guard.clear_ready();
             }
             change = watcher.next() => match change {
@@ -124,7 +142,7 @@ async fn observe(
 
     // Detach first, so that nothing new arrives, then flush what the kernel already wrote.
     dp.detach_all();
-    written += write_events(ring.get_mut(), &names, clock, &mut out)?;
+    written += write_events(ring.get_mut(), &names, clock, &mut out, None)?;
     out.flush().context("flushing the output")?;
     let c = dp.counters();
     info!(
@@ -162,11 +180,53 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// A TCP connection as (initiator, server) socket addresses.
+type TcpKey = (SocketAddr, SocketAddr);
+
+fn tcp_key(r: &FlowRecord) -> Option<TcpKey> {
+    match (r.protocol, &r.src, r.src_port, &r.dst, r.port) {
+        (Protocol::Tcp, Endpoint::Ip(s), Some(sp), Endpoint::Ip(d), Some(dp)) => {
+            Some((SocketAddr::new(*s, sp), SocketAddr::new(*d, dp)))
+        }
+        _ => None,
+    }
+}
+
+/// Reports connections established before the programs were attached. Connections that started
+/// between attaching and scanning show both as an event (their SYN) and in the socket tables;
+/// draining the ring buffer first lets the event win.
+fn report_pre_existing(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    names: &HashMap<u32, String>,
+    clock: ClockOffset,
+    out: &mut impl Write,
+) -> anyhow::Result<u64> {
+    let attached: HashSet<u32> = names.keys().copied().collect();
+    let tables = preexisting::scan_pod_namespaces(&attached)?;
+    let mut seen = HashSet::new();
+    let mut n = write_events(ring, names, clock, out, Some(&mut seen))?;
+    for rec in preexisting::records(&tables, chrono::Utc::now()) {
+        if tcp_key(&rec).is_some_and(|k| seen.contains(&k)) {
+            continue;
+        }
+        serde_json::to_writer(&mut *out, &rec)?;
+        out.write_all(b"\n")?;
+        n += 1;
+    }
+    out.flush().context("flushing flow records")?;
+    info!(
+        namespaces = tables.len(),
+        "scanned for pre-existing connections"
+    );
+    Ok(n)
+}
+
 fn write_events(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
     names: &HashMap<u32, String>,
     clock: ClockOffset,
     out: &mut impl Write,
+    mut keys: Option<&mut HashSet<TcpKey>>,
 ) -> anyhow::Result<u64> {
     let mut result = Ok(());
     let mut n = 0;
@@ -176,6 +236,9 @@ fn write_events(
         }
         let name = names.get(&ev.ifindex).map(String::as_str);
         if let Some(rec) = datapath::event_to_record(&ev, name, clock) {
+            if let (Some(keys), Some(k)) = (keys.as_deref_mut(), tcp_key(&rec)) {
+                keys.insert(k);
+            }
             result = serde_json::to_writer(&mut *out, &rec)
                 .map_err(anyhow::Error::from)
                 .and_then(|()| out.write_all(b"\n").map_err(anyhow::Error::from));
