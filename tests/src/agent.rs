@@ -33,6 +33,12 @@ impl Agent {
     /// Starts `trustmap <args>` with its output and log in a fresh directory, and waits until
     /// its log says `ready`.
     pub fn start(name: &str, args: &[&str]) -> Self {
+        Self::start_in(name, args, true)
+    }
+
+    /// Like [`start`](Self::start); `--output FILE` is added only when `with_output` (the
+    /// `agent` subcommand has no such flag: its records are alerts and state).
+    pub fn start_in(name: &str, args: &[&str], with_output: bool) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "trustmap-e2e-{name}-{}-{}",
             std::process::id(),
@@ -42,10 +48,11 @@ impl Agent {
         let output = dir.join("flows.jsonl");
         let log = dir.join("agent.log");
         let mut cmd = Command::new(binary());
-        cmd.args(args)
-            .arg("--output")
-            .arg(&output)
-            .env("RUST_LOG", "info")
+        cmd.args(args);
+        if with_output {
+            cmd.arg("--output").arg(&output);
+        }
+        cmd.env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("log file"));
@@ -56,8 +63,13 @@ impl Agent {
             output,
             log,
         };
-        agent.wait_for_log("ready", Duration::from_secs(30));
+        agent.wait_for_log(": ready interfaces=", Duration::from_secs(30));
         agent
+    }
+
+    /// The agent's scratch directory (removed on drop), for state and alert files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn log_text(&self) -> String {

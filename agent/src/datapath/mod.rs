@@ -7,6 +7,7 @@
 //! clsact filters outlive the process, so every attach first removes filters of ours left by a
 //! killed predecessor (recognised by program name).
 
+mod capture;
 mod event;
 
 use std::{collections::BTreeMap, io, os::fd::AsRawFd as _};
@@ -20,6 +21,7 @@ use aya::{
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions},
     },
 };
+pub use capture::Capture;
 pub use event::{ClockOffset, event_to_record};
 use tracing::{debug, info, warn};
 

@@ -35,6 +35,7 @@ pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 #[derive(Debug, Default)]
 pub struct InventoryBuilder {
     namespaces: BTreeMap<String, Labels>,
+    namespace_annotations: BTreeMap<String, Labels>,
     pods: Vec<PendingPod>,
     workloads: Vec<PendingWorkload>,
     services: Vec<(String, Service)>,
@@ -164,6 +165,11 @@ impl InventoryBuilder {
     pub fn namespace(&mut self, ns: &K8sNamespace) -> Result<(), InventoryError> {
         let name = name_of(&ns.metadata)?;
         let labels = ns.metadata.labels.clone().unwrap_or_default();
+        let annotations = ns.metadata.annotations.clone().unwrap_or_default();
+        self.namespace_annotations
+            .entry(name.clone())
+            .or_default()
+            .extend(annotations);
         self.namespaces.entry(name).or_default().extend(labels);
         Ok(())
     }
@@ -410,7 +416,12 @@ impl InventoryBuilder {
             labels.insert(NAMESPACE_NAME_LABEL.into(), name.clone());
             let id = NamespaceId(inv.namespaces.len() as u32);
             inv.ns_by_name.insert(name.clone(), id);
-            inv.namespaces.push(Namespace { name, labels });
+            let annotations = self.namespace_annotations.remove(&name).unwrap_or_default();
+            inv.namespaces.push(Namespace {
+                name,
+                labels,
+                annotations,
+            });
             inv.pods_by_ns.push(Vec::new());
         }
         let ns = |inv: &Inventory, name: &str| inv.ns_by_name[name];
