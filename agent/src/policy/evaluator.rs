@@ -261,9 +261,13 @@ impl<'a> Evaluator<'a> {
         Verdict { egress, ingress }
     }
 
+    /// A real pod connecting to itself. A template pod stands for all the pods of its
+    /// workload, so a template pod to itself is one replica to another, which policies decide.
     fn self_traffic(&self, c: &Connection) -> Option<SideVerdict> {
         match (c.src.pod(), c.dst.pod()) {
-            (Some(a), Some(b)) if a == b => Some(SideVerdict::Exempt(Exemption::SelfTraffic)),
+            (Some(a), Some(b)) if a == b && !self.inventory.pod(a).is_template => {
+                Some(SideVerdict::Exempt(Exemption::SelfTraffic))
+            }
             _ => None,
         }
     }
@@ -379,13 +383,24 @@ impl<'a> Evaluator<'a> {
 
     /// Every port and protocol on which `src` may open connections to `dst`.
     pub fn allowed_ports(&self, src: &Resolved, dst: &Resolved) -> PortSet {
+        self.allowed_ports_between(src, dst, true)
+    }
+
+    /// Like [`Evaluator::allowed_ports`]; with `self_exempt` false, a pod to itself stands for
+    /// two pods alike (two replicas), which policies decide.
+    pub fn allowed_ports_between(
+        &self,
+        src: &Resolved,
+        dst: &Resolved,
+        self_exempt: bool,
+    ) -> PortSet {
         let probe = Connection {
             src: *src,
             dst: *dst,
             protocol: Protocol::Tcp,
             port: None,
         };
-        if self.self_traffic(&probe).is_some() {
+        if self_exempt && self.self_traffic(&probe).is_some() {
             return PortSet::all();
         }
         let egress = match *src {

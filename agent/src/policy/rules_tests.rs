@@ -550,6 +550,19 @@ fn pod_to_itself_is_allowed_regardless_of_policy() {
 }
 
 #[test]
+fn replicas_of_one_workload_are_not_self_traffic() {
+    let p = np("b", "deny", "  podSelector: {}\n  policyTypes: [Ingress]");
+    table(
+        &p,
+        &[("b/Deployment/api", "b/Deployment/api", "8080/TCP", false)],
+    );
+    table(
+        "",
+        &[("b/Deployment/api", "b/Deployment/api", "8080/TCP", true)],
+    );
+}
+
+#[test]
 fn local_node_to_pod_is_allowed_for_kubelet_probes() {
     let p = np("a", "deny", "  podSelector: {}\n  policyTypes: [Ingress]");
     table(
