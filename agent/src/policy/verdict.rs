@@ -61,7 +61,8 @@ pub enum Exemption {
     External,
 }
 
-/// The rule that allowed a side: indexes into the policy slice given to [`Evaluator::new`],
+/// The rule that allowed a side: indexes into the policy slice given to
+/// [`Evaluator::new`](super::Evaluator::new),
 /// the direction's rules, and the rule's `from`/`to` and `ports` (`None` when the list is empty,
 /// which matches everything).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
