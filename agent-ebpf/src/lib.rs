@@ -84,7 +84,8 @@ pub struct FlowKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowStats {
-    /// `bpf_ktime_get_ns` of the packet that started the connection.
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE, a tick's resolution) of the packet
+    /// that started the connection, and of the latest one.
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
     pub packets: u64,

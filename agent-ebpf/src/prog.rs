@@ -1,7 +1,7 @@
 use agent_ebpf::{FlowEvent, FlowKey, FlowStats, counter, direction, family, origin, proto};
 use aya_ebpf::{
-    bindings::TC_ACT_PIPE,
-    helpers::bpf_ktime_get_ns,
+    bindings::TC_ACT_UNSPEC,
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::{classifier, map},
     maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::TcContext,
@@ -35,13 +35,13 @@ const MAX_IPV6_EXT_HEADERS: usize = 6;
 #[classifier]
 pub fn trustmap_ing(ctx: TcContext) -> i32 {
     observe(&ctx, direction::FROM_POD);
-    TC_ACT_PIPE
+    TC_ACT_UNSPEC
 }
 
 #[classifier]
 pub fn trustmap_egr(ctx: TcContext) -> i32 {
     observe(&ctx, direction::TO_POD);
-    TC_ACT_PIPE
+    TC_ACT_UNSPEC
 }
 
 /// Why a packet was not followed further. Every reason is counted; none changes the verdict.
@@ -80,6 +80,20 @@ fn bump(index: u32) {
         // SAFETY: per-CPU slot, valid for the life of the program run.
         unsafe { *p += 1 };
     }
+}
+
+/// Reads a header at `off`: straight from the linear packet data when it is there (the common
+/// case, and much cheaper), through `bpf_skb_load_bytes` when the skb is not linear that far.
+#[inline(always)]
+fn read<T: Copy>(ctx: &TcContext, off: usize) -> Result<T, Skip> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + core::mem::size_of::<T>() <= end {
+        // SAFETY: the bounds check above keeps the read inside the packet; read_unaligned copes
+        // with any alignment.
+        return Ok(unsafe { ((start + off) as *const T).read_unaligned() });
+    }
+    ctx.load(off).map_err(|_| Skip::Counted(counter::MALFORMED))
 }
 
 #[inline(always)]
@@ -124,9 +138,7 @@ struct Ipv4Hdr {
 
 #[inline(always)]
 fn parse_ipv4(ctx: &TcContext, pkt: &mut Packet) -> Result<usize, Skip> {
-    let ip: Ipv4Hdr = ctx
-        .load(ETH_HLEN)
-        .map_err(|_| Skip::Counted(counter::MALFORMED))?;
+    let ip: Ipv4Hdr = read(ctx, ETH_HLEN)?;
     let ihl = ((ip.ver_ihl & 0x0f) as usize) * 4;
     if ip.ver_ihl >> 4 != 4 || ihl < 20 || (u16::from_be(ip.tot_len) as usize) < ihl {
         return Err(Skip::Counted(counter::MALFORMED));
@@ -164,9 +176,7 @@ struct Ipv6ExtHdr {
 
 #[inline(always)]
 fn parse_ipv6(ctx: &TcContext, pkt: &mut Packet) -> Result<usize, Skip> {
-    let ip: Ipv6Hdr = ctx
-        .load(ETH_HLEN)
-        .map_err(|_| Skip::Counted(counter::MALFORMED))?;
+    let ip: Ipv6Hdr = read(ctx, ETH_HLEN)?;
     if u32::from_be(ip.ver_tc_flow) >> 28 != 6 {
         return Err(Skip::Counted(counter::MALFORMED));
     }
@@ -180,17 +190,13 @@ fn parse_ipv6(ctx: &TcContext, pkt: &mut Packet) -> Result<usize, Skip> {
             // Hop-by-hop, routing, destination options: length in 8-octet units, not counting
             // the first 8.
             0 | 43 | 60 => {
-                let ext: Ipv6ExtHdr = ctx
-                    .load(off)
-                    .map_err(|_| Skip::Counted(counter::MALFORMED))?;
+                let ext: Ipv6ExtHdr = read(ctx, off)?;
                 next = ext.next_hdr;
                 off += (ext.len as usize + 1) * 8;
             }
             // Fragment header: fixed 8 octets; only the first fragment has a transport header.
             44 => {
-                let ext: Ipv6ExtHdr = ctx
-                    .load(off)
-                    .map_err(|_| Skip::Counted(counter::MALFORMED))?;
+                let ext: Ipv6ExtHdr = read(ctx, off)?;
                 if u16::from_be(ext.frag_off) & 0xfff8 != 0 {
                     return Err(Skip::Counted(counter::FRAGMENTS));
                 }
@@ -199,9 +205,7 @@ fn parse_ipv6(ctx: &TcContext, pkt: &mut Packet) -> Result<usize, Skip> {
             }
             // Authentication header: length in 4-octet units, minus 2.
             51 => {
-                let ext: Ipv6ExtHdr = ctx
-                    .load(off)
-                    .map_err(|_| Skip::Counted(counter::MALFORMED))?;
+                let ext: Ipv6ExtHdr = read(ctx, off)?;
                 next = ext.next_hdr;
                 off += (ext.len as usize + 2) * 4;
             }
@@ -243,9 +247,7 @@ struct IcmpHdr {
 fn parse_l4(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<(), Skip> {
     match pkt.proto {
         proto::TCP => {
-            let h: L4Hdr = ctx
-                .load(off)
-                .map_err(|_| Skip::Counted(counter::MALFORMED))?;
+            let h: L4Hdr = read(ctx, off)?;
             if (h.byte12 >> 4) < 5 {
                 return Err(Skip::Counted(counter::MALFORMED));
             }
@@ -257,9 +259,7 @@ fn parse_l4(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<(), Skip> {
             }
         }
         proto::UDP => {
-            let h: [u16; 4] = ctx
-                .load(off)
-                .map_err(|_| Skip::Counted(counter::MALFORMED))?;
+            let h: [u16; 4] = read(ctx, off)?;
             if (u16::from_be(h[2]) as usize) < 8 {
                 return Err(Skip::Counted(counter::MALFORMED));
             }
@@ -269,9 +269,7 @@ fn parse_l4(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<(), Skip> {
         }
         proto::SCTP => {
             // Common header (12 octets) and at least one chunk header (4 octets).
-            let h: L4Hdr = ctx
-                .load(off)
-                .map_err(|_| Skip::Counted(counter::MALFORMED))?;
+            let h: L4Hdr = read(ctx, off)?;
             pkt.src_port = u16::from_be(h.src_port);
             pkt.dst_port = u16::from_be(h.dst_port);
             pkt.starts = Some(if h.byte12 == 1 {
@@ -281,9 +279,7 @@ fn parse_l4(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<(), Skip> {
             });
         }
         proto::ICMP | proto::ICMPV6 => {
-            let h: IcmpHdr = ctx
-                .load(off)
-                .map_err(|_| Skip::Counted(counter::MALFORMED))?;
+            let h: IcmpHdr = read(ctx, off)?;
             pkt.icmp_type = h.ty;
             pkt.icmp_code = h.code;
             let (request, reply) = if pkt.proto == proto::ICMP {
@@ -347,20 +343,22 @@ fn track(ctx: &TcContext, pkt: &Packet, dir: u8) {
             _pad: [0; 2],
         }
     };
+    // The coarse clock (a tick, a few ms) is plenty for idle timeouts and costs a fraction of the
+    // precise one; events carry the precise time.
     // SAFETY: the helper has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let len = ctx.len() as u64;
     // SAFETY: the global is written only by the loader, before the program runs.
     let idle = unsafe { core::ptr::read_volatile(&IDLE_TIMEOUT_NS) };
 
-    if let Some(stats) = FLOWS.get_ptr_mut(&key) {
+    if let Some(stats) = FLOWS.get_ptr_mut(key) {
         // SAFETY: the pointer came from the map and stays valid during this run.
         let stats = unsafe { &mut *stats };
         let restart = match pkt.starts {
             Some(origin::TCP_SYN) => {
-                stats.closing != 0 || now.saturating_sub(stats.last_seen_ns) > idle
+                stats.closing != 0 || now.saturating_sub(stats.last_seen_ns) >= idle
             }
-            Some(_) if pkt.proto != proto::TCP => now.saturating_sub(stats.last_seen_ns) > idle,
+            Some(_) if pkt.proto != proto::TCP => now.saturating_sub(stats.last_seen_ns) >= idle,
             _ => false,
         };
         if !restart {
@@ -377,7 +375,7 @@ fn track(ctx: &TcContext, pkt: &Packet, dir: u8) {
         }
         let Some(how) = pkt.starts else { return };
         *stats = new_stats(now, len, a_is_src, how);
-        emit(ctx, pkt, dir, now, how, true);
+        emit(ctx, pkt, dir, how, true);
         return;
     }
 
@@ -393,8 +391,8 @@ fn track(ctx: &TcContext, pkt: &Packet, dir: u8) {
     let stats = new_stats(now, len, initiator_is_a, how);
     // NOEXIST: when the same packet races on two CPUs (or the two veths of one bridge), only the
     // first insert reports the connection.
-    if FLOWS.insert(&key, &stats, BPF_NOEXIST).is_ok() {
-        emit(ctx, pkt, dir, now, how, !reply_first);
+    if FLOWS.insert(key, stats, BPF_NOEXIST).is_ok() {
+        emit(ctx, pkt, dir, how, !reply_first);
     }
 }
 
@@ -421,7 +419,7 @@ fn new_stats(now: u64, len: u64, initiator_is_a: bool, how: u8) -> FlowStats {
 }
 
 #[inline(always)]
-fn emit(ctx: &TcContext, pkt: &Packet, dir: u8, now: u64, how: u8, sender_initiated: bool) {
+fn emit(ctx: &TcContext, pkt: &Packet, dir: u8, how: u8, sender_initiated: bool) {
     let (src, dst, src_port, dst_port) = if sender_initiated {
         (pkt.src, pkt.dst, pkt.src_port, pkt.dst_port)
     } else {
@@ -430,7 +428,8 @@ fn emit(ctx: &TcContext, pkt: &Packet, dir: u8, now: u64, how: u8, sender_initia
     let ev = FlowEvent {
         src,
         dst,
-        timestamp_ns: now,
+        // SAFETY: the helper has no preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
         // SAFETY: the context's skb pointer is valid for the whole program run.
         ifindex: unsafe { (*ctx.skb.skb).ifindex },
         src_port,

@@ -11,9 +11,13 @@
 //! Pure modules (`flow`, `policy`, `synth`) take data and return data: no eBPF, no kube client, no
 //! clock, no filesystem. IO lives in `datapath`, `netif`, `inventory` loaders and `cli`.
 
+pub mod alert;
 pub mod cli;
+pub mod daemon;
 pub mod datapath;
 pub mod flow;
 pub mod inventory;
+pub mod metrics;
 pub mod netif;
 pub mod policy;
+pub mod preexisting;

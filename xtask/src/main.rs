@@ -1,1 +1,181 @@
-fn main() {}
+//! Project automation: `cargo xtask setup | test | demo | bench`.
+//!
+//! xtask depends on nothing that needs the eBPF toolchain, so that `setup` can run on a machine
+//! that does not have it yet. `test`, `demo` and `bench` run `setup` first.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what a fresh machine lacks: apt packages, rust-src, bpf-linker. Idempotent.
+    Setup,
+    /// Every check and test: fmt, clippy (userspace and eBPF), unit tests, privileged e2e tests.
+    Test {
+        /// Only the tests whose names contain this string (unit and e2e alike).
+        filter: Option<String>,
+    },
+    /// The product on an embedded example app: a netns mini-cluster, observed and learned.
+    Demo,
+    /// Benchmarks: criterion (evaluator) and the datapath figures of BENCHMARKS.md.
+    Bench,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.command {
+        Cmd::Setup => setup::run(&root).map(|_| ()),
+        Cmd::Test { filter } => test(&root, filter.as_deref()),
+        Cmd::Demo => demo(&root),
+        Cmd::Bench => bench(&root),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command in the workspace root, echoing it, and fails if it fails.
+pub fn run(root: &Path, cmd: &mut Command) -> anyhow::Result<()> {
+    cmd.current_dir(root);
+    eprintln!("xtask: $ {}", describe(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {}", describe(cmd)))?;
+    if !status.success() {
+        bail!("`{}` failed with {status}", describe(cmd));
+    }
+    Ok(())
+}
+
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program().to_string_lossy().into_owned())
+        .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
+    let tools = setup::run(root)?;
+    run(root, cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(
+        root,
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    // The eBPF crate, for the BPF target, with the same lints.
+    run(
+        &root.join("agent-ebpf"),
+        tools
+            .ebpf_cargo()
+            .args(["clippy", "--release", "--", "-D", "warnings"]),
+    )?;
+    run(root, cargo().args(["build", "-p", "trustmap", "--bins"]))?;
+    let mut unit = cargo();
+    unit.args(["test", "--workspace", "--exclude", "trustmap-e2e"]);
+    if let Some(f) = filter {
+        unit.args(["--", f]);
+    }
+    run(root, &mut unit)?;
+    // The privileged tests never skip: without root they fail, here, loudly.
+    if !is_root() {
+        bail!(
+            "the end-to-end tests need root (network namespaces, eBPF); rerun `cargo xtask test` \
+             as root"
+        );
+    }
+    let mut e2e = cargo();
+    e2e.args([
+        "test",
+        "-p",
+        "trustmap-e2e",
+        "--test",
+        "e2e",
+        "--",
+        "--test-threads=1",
+    ])
+    .env("TRUSTMAP_BIN", root.join("target/debug/trustmap"));
+    if let Some(f) = filter {
+        e2e.arg(f);
+    }
+    run(root, &mut e2e)
+}
+
+fn demo(root: &Path) -> anyhow::Result<()> {
+    setup::run(root)?;
+    if !is_root() {
+        bail!("the demo builds network namespaces and loads eBPF: run it as root");
+    }
+    run(root, cargo().args(["build", "-p", "trustmap", "--bins"]))?;
+    run(
+        root,
+        cargo()
+            .args(["run", "-q", "-p", "trustmap-e2e", "--bin", "trustmap-demo"])
+            .env("TRUSTMAP_BIN", root.join("target/debug/trustmap")),
+    )
+}
+
+fn bench(root: &Path) -> anyhow::Result<()> {
+    setup::run(root)?;
+    if !is_root() {
+        bail!("the datapath benchmarks load eBPF and build network namespaces: run as root");
+    }
+    run(
+        root,
+        cargo().args(["build", "--release", "-p", "trustmap", "--bins"]),
+    )?;
+    run(
+        root,
+        cargo()
+            .args([
+                "run",
+                "--release",
+                "-p",
+                "trustmap-e2e",
+                "--bin",
+                "trustmap-bench",
+            ])
+            .env("TRUSTMAP_BIN", root.join("target/release/trustmap")),
+    )?;
+    let benches = root.join("agent/benches");
+    if benches.exists() {
+        run(root, cargo().args(["bench", "-p", "trustmap"]))?;
+    }
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand. Each subcommand turns its arguments into
 //! calls on the library and decides the exit code.
 
+mod agent;
 mod check;
 mod explain;
 mod matrix;
@@ -37,6 +38,8 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Print the allowed connections between every pair of workloads.
     Matrix(matrix::MatrixArgs),
+    /// Run as the node agent: observe, learn the node's edges, flag and alert.
+    Agent(Box<agent::AgentArgs>),
 }
 
 impl Command {
@@ -48,6 +51,7 @@ impl Command {
             Self::Check(args) => check::run(args),
             Self::Explain(args) => explain::run(args),
             Self::Matrix(args) => matrix::run(args),
+            Self::Agent(args) => agent::run(*args),
         }
     }
 }
@@ -56,7 +60,11 @@ impl Command {
 pub fn init_tracing(format: LogFormat) {
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal as _;
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

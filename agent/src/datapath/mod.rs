@@ -1,1 +1,397 @@
 //! Loads the TC programs, attaches them to host-side veths and drains connection starts (IO).
+//!
+//! Attachment prefers TCX (Linux 6.6+), where our programs go first and hand every packet on to
+//! the next, so those of a CNI on the same hook keep running; it falls back to a `clsact` qdisc
+//! and a direct-action filter of priority 1 on older kernels.
+//! TCX links belong to this process's file descriptors, so even a SIGKILL leaves nothing behind;
+//! clsact filters outlive the process, so every attach first removes filters of ours left by a
+//! killed predecessor (recognised by program name).
+
+mod capture;
+mod event;
+
+use std::{collections::BTreeMap, io, os::fd::AsRawFd as _};
+
+use agent_ebpf::{FlowEvent, counter, names};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{
+        LinkOrder, SchedClassifier, TcAttachType,
+        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions},
+    },
+};
+pub use capture::Capture;
+pub use event::{ClockOffset, event_to_record};
+use tracing::{debug, info, warn};
+
+/// The eBPF object built by agent/build.rs (public for the datapath benchmark).
+#[doc(hidden)]
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/trustmap-tc"));
+
+/// The benchmark and test programs (`nop`, `cni_standin`); see agent-ebpf/src/bench.rs.
+#[doc(hidden)]
+pub static BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/trustmap-bench"));
+
+/// How to attach the programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// TCX where the kernel has it, clsact otherwise.
+    Auto,
+    /// TCX links only.
+    Tcx,
+    /// A clsact qdisc and direct-action filters (kernels before 6.6).
+    Clsact,
+}
+
+/// Settings fixed at load time.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// After this long without a packet, a 5-tuple starts a new connection.
+    pub idle_timeout_ns: u64,
+    /// Capacity of the per-connection LRU map.
+    pub max_flows: u32,
+    pub attach_mode: AttachMode,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            idle_timeout_ns: 60_000_000_000,
+            max_flows: 131_072,
+            attach_mode: AttachMode::Auto,
+        }
+    }
+}
+
+/// Failures of the datapath.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object could not be loaded; usually missing privileges (CAP_BPF, CAP_NET_ADMIN).
+    #[error(
+        "loading the eBPF object failed (are you root, or do you have CAP_BPF and CAP_NET_ADMIN?)"
+    )]
+    Load(#[source] aya::EbpfError),
+    /// A program or map the object must contain is missing or of the wrong type.
+    #[error("the eBPF object has no usable {0}")]
+    Missing(&'static str),
+    #[error("loading program {name} failed")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {name} is unusable")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// Attaching to one interface failed; the others are not affected.
+    #[error("attaching to interface {interface} failed")]
+    Attach {
+        interface: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+}
+
+/// Totals of the per-CPU counters the programs keep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    pub packets: u64,
+    pub events: u64,
+    pub events_dropped: u64,
+    pub malformed: u64,
+    pub non_ip: u64,
+    pub fragments: u64,
+    pub tcp_midstream: u64,
+    pub icmp_control: u64,
+    pub other_protocol: u64,
+}
+
+struct Attachment {
+    name: String,
+    links: Vec<SchedClassifierLink>,
+    /// The clsact qdisc was added by us, so it goes when our filters go (unless other filters
+    /// have appeared on it since).
+    added_clsact: bool,
+}
+
+/// The loaded programs, their maps and the interfaces they are attached to.
+pub struct Datapath {
+    ebpf: Ebpf,
+    mode: AttachMode,
+    attached: BTreeMap<u32, Attachment>,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+/// clsact filter priority: 1, the first to run.
+const CLSACT_PRIORITY: u16 = 1;
+
+const HOOKS: [(&str, TcAttachType); 2] = [
+    (names::PROG_INGRESS, TcAttachType::Ingress),
+    (names::PROG_EGRESS, TcAttachType::Egress),
+];
+
+impl Datapath {
+    /// Loads the programs into the kernel and returns them with the event ring buffer, which
+    /// the caller drains.
+    pub fn load(config: &Config) -> Result<(Self, RingBuf<MapData>), Error> {
+        bump_memlock_rlimit();
+        let mut ebpf = EbpfLoader::new()
+            .override_global(names::GLOBAL_IDLE_TIMEOUT_NS, &config.idle_timeout_ns, true)
+            .map_max_entries(names::MAP_FLOWS, config.max_flows)
+            .load(OBJECT)
+            .map_err(Error::Load)?;
+        for (name, _) in HOOKS {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or(Error::Missing("program"))?
+                .try_into()
+                .map_err(|source| Error::Program { name, source })?;
+            prog.load()
+                .map_err(|source| Error::Program { name, source })?;
+        }
+        let events = RingBuf::try_from(
+            ebpf.take_map(names::MAP_EVENTS)
+                .ok_or(Error::Missing("EVENTS map"))?,
+        )
+        .map_err(|source| Error::Map {
+            name: names::MAP_EVENTS,
+            source,
+        })?;
+        let counters = PerCpuArray::try_from(
+            ebpf.take_map(names::MAP_COUNTERS)
+                .ok_or(Error::Missing("COUNTERS map"))?,
+        )
+        .map_err(|source| Error::Map {
+            name: names::MAP_COUNTERS,
+            source,
+        })?;
+        let mode = config.attach_mode;
+        Ok((
+            Self {
+                ebpf,
+                mode,
+                attached: BTreeMap::new(),
+                counters,
+            },
+            events,
+        ))
+    }
+
+    /// Attaches both programs to `interface` (index `ifindex`). Attaching twice is a no-op.
+    pub fn attach(&mut self, ifindex: u32, interface: &str) -> Result<(), Error> {
+        if self.attached.contains_key(&ifindex) {
+            return Ok(());
+        }
+        // A predecessor's leftover filters mean its clsact qdisc is ours to remove later too.
+        let inherited_clsact = remove_orphans(interface);
+        let ((links, added_clsact), mode) = match self.mode {
+            AttachMode::Tcx | AttachMode::Clsact => {
+                (self.attach_links(interface, self.mode)?, self.mode)
+            }
+            AttachMode::Auto => match self.attach_links(interface, AttachMode::Tcx) {
+                Ok(links) => (links, AttachMode::Tcx),
+                Err(e) => {
+                    debug!(interface, error = %e, "TCX unavailable, falling back to clsact");
+                    (
+                        self.attach_links(interface, AttachMode::Clsact)?,
+                        AttachMode::Clsact,
+                    )
+                }
+            },
+        };
+        info!(interface, ifindex, ?mode, "attached");
+        self.attached.insert(
+            ifindex,
+            Attachment {
+                name: interface.to_owned(),
+                links,
+                added_clsact: added_clsact || inherited_clsact,
+            },
+        );
+        Ok(())
+    }
+
+    fn attach_links(
+        &mut self,
+        interface: &str,
+        mode: AttachMode,
+    ) -> Result<(Vec<SchedClassifierLink>, bool), Error> {
+        let err = |source| Error::Attach {
+            interface: interface.to_owned(),
+            source,
+        };
+        let mut added_clsact = false;
+        if mode == AttachMode::Clsact {
+            match tc::qdisc_add_clsact(interface) {
+                Ok(()) => added_clsact = true,
+                Err(tc::TcError::IoError(e)) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(err(e.into())),
+            }
+        }
+        let mut links = Vec::with_capacity(HOOKS.len());
+        for (name, hook) in HOOKS {
+            let prog: &mut SchedClassifier = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(Error::Missing("program"))?
+                .try_into()
+                .map_err(|source| Error::Program { name, source })?;
+            // First in line, so that a CNI's verdict (TC_ACT_OK ends the hook) cannot hide
+            // packets from us; we return "next", so the CNI's programs run right after.
+            let options = match mode {
+                AttachMode::Clsact => TcAttachOptions::Netlink(NlOptions {
+                    priority: CLSACT_PRIORITY,
+                    ..NlOptions::default()
+                }),
+                _ => TcAttachOptions::TcxOrder(LinkOrder::first()),
+            };
+            // On error, the links already in `links` are dropped, which detaches them.
+            let id = prog
+                .attach_with_options(interface, hook, options)
+                .map_err(err)?;
+            links.push(prog.take_link(id).map_err(err)?);
+        }
+        Ok((links, added_clsact))
+    }
+
+    /// Detaches from the interface with index `ifindex`, if attached. When the interface is
+    /// already gone the kernel has dropped the attachment with it, and this only forgets it.
+    pub fn detach(&mut self, ifindex: u32) {
+        if let Some(Attachment {
+            name,
+            links,
+            added_clsact,
+        }) = self.attached.remove(&ifindex)
+        {
+            // Dropping a link detaches it.
+            drop(links);
+            if added_clsact {
+                remove_clsact_if_unused(&name);
+            }
+            info!(interface = name, ifindex, "detached");
+        }
+    }
+
+    /// Detaches from every interface.
+    pub fn detach_all(&mut self) {
+        let indices: Vec<u32> = self.attached.keys().copied().collect();
+        for ifindex in indices {
+            self.detach(ifindex);
+        }
+    }
+
+    /// Name of an attached interface, for flow records.
+    pub fn interface_name(&self, ifindex: u32) -> Option<&str> {
+        self.attached.get(&ifindex).map(|a| a.name.as_str())
+    }
+
+    pub fn attached_count(&self) -> usize {
+        self.attached.len()
+    }
+
+    /// Sums the per-CPU counters.
+    pub fn counters(&self) -> Counters {
+        let sum = |index: u32| -> u64 {
+            self.counters
+                .get(&index, 0)
+                .map(|values| values.iter().sum())
+                .unwrap_or(0)
+        };
+        Counters {
+            packets: sum(counter::PACKETS),
+            events: sum(counter::EVENTS),
+            events_dropped: sum(counter::EVENTS_DROPPED),
+            malformed: sum(counter::MALFORMED),
+            non_ip: sum(counter::NON_IP),
+            fragments: sum(counter::FRAGMENTS),
+            tcp_midstream: sum(counter::TCP_MIDSTREAM),
+            icmp_control: sum(counter::ICMP_CONTROL),
+            other_protocol: sum(counter::OTHER_PROTOCOL),
+        }
+    }
+}
+
+impl Drop for Datapath {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}
+
+/// Removes clsact filters running a program of ours, left by a process that was killed. Returns
+/// whether there were any.
+fn remove_orphans(interface: &str) -> bool {
+    let mut found = false;
+    for (name, hook) in HOOKS {
+        match tc::qdisc_detach_program(interface, hook, name) {
+            Ok(()) => {
+                found = true;
+                warn!(
+                    interface,
+                    program = name,
+                    ?hook,
+                    "removed a filter left by an earlier run"
+                );
+            }
+            Err(tc::TcError::IoError(e)) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => debug!(interface, error = %e, "no clsact filters to inspect"),
+        }
+    }
+    found
+}
+
+/// Removes the clsact qdisc we added, unless someone else's filters now use it. aya has no call
+/// for deleting a qdisc, so this asks tc(8), which the agent's image ships.
+fn remove_clsact_if_unused(interface: &str) {
+    let filters = |hook: &str| {
+        std::process::Command::new("tc")
+            .args(["filter", "show", "dev", interface, hook])
+            .output()
+            // An emptied priority still prints a header line; real filters carry a handle.
+            .map(|o| o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("handle"))
+            .unwrap_or(false)
+    };
+    if filters("ingress") && filters("egress") {
+        let _ = std::process::Command::new("tc")
+            .args(["qdisc", "del", "dev", interface, "clsact"])
+            .status();
+    } else {
+        debug!(interface, "leaving the clsact qdisc: other filters use it");
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
+fn bump_memlock_rlimit() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        debug!("could not raise RLIMIT_MEMLOCK; fine on kernels 5.11 and later");
+    }
+}
+
+/// Reads every event waiting in the ring buffer.
+pub fn drain(ring: &mut RingBuf<MapData>, mut f: impl FnMut(FlowEvent)) -> usize {
+    let mut n = 0;
+    while let Some(item) = ring.next() {
+        if item.len() >= size_of::<FlowEvent>() {
+            // SAFETY: FlowEvent is Pod; read_unaligned copes with any alignment of the item.
+            let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) };
+            f(ev);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The file descriptor to wait on for ring buffer readiness.
+pub fn ring_fd(ring: &RingBuf<MapData>) -> i32 {
+    ring.as_raw_fd()
+}

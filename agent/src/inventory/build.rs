@@ -33,6 +33,7 @@ pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 #[derive(Debug, Default)]
 pub struct InventoryBuilder {
     pub(super) namespaces: BTreeMap<String, Labels>,
+    pub(super) namespace_annotations: BTreeMap<String, Labels>,
     pub(super) pods: Vec<PendingPod>,
     pub(super) workloads: Vec<PendingWorkload>,
     pub(super) services: Vec<(String, Service)>,
@@ -162,6 +163,11 @@ impl InventoryBuilder {
     pub fn namespace(&mut self, ns: &K8sNamespace) -> Result<(), InventoryError> {
         let name = name_of(&ns.metadata)?;
         let labels = ns.metadata.labels.clone().unwrap_or_default();
+        let annotations = ns.metadata.annotations.clone().unwrap_or_default();
+        self.namespace_annotations
+            .entry(name.clone())
+            .or_default()
+            .extend(annotations);
         self.namespaces.entry(name).or_default().extend(labels);
         Ok(())
     }

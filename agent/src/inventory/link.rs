@@ -35,7 +35,12 @@ impl InventoryBuilder {
             labels.insert(NAMESPACE_NAME_LABEL.into(), name.clone());
             let id = NamespaceId(inv.namespaces.len() as u32);
             inv.ns_by_name.insert(name.clone(), id);
-            inv.namespaces.push(Namespace { name, labels });
+            let annotations = self.namespace_annotations.remove(&name).unwrap_or_default();
+            inv.namespaces.push(Namespace {
+                name,
+                labels,
+                annotations,
+            });
             inv.pods_by_ns.push(Vec::new());
         }
         let ns = |inv: &Inventory, name: &str| inv.ns_by_name[name];

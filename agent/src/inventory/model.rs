@@ -48,6 +48,8 @@ id_type!(
 pub struct Namespace {
     pub name: String,
     pub labels: Labels,
+    /// Annotations, for settings such as `trustmap.dev/mode`.
+    pub annotations: Labels,
 }
 
 /// A pod: a real one, or the template pod of a workload, which stands for the pods it would

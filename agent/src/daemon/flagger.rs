@@ -1,0 +1,122 @@
+//! Decides, for each observed connection, which edge it belongs to and which alerts it raises
+//! (pure). The IO loop feeds it flow records and sends what it returns to the sinks.
+
+use chrono::{DateTime, Utc};
+
+use super::modes::{Mode, ModeConfig};
+use crate::{
+    alert::{AlertKind, EdgeKey},
+    flow::FlowRecord,
+    inventory::{Inventory, InventoryError, Resolved},
+    policy::{Connection, Evaluator, Explanation},
+};
+
+/// What one connection means for the node's graph and for the sinks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub edge: EdgeKey,
+    /// The initiating pod, `namespace/name`, when it is one.
+    pub src_pod: Option<String>,
+    pub seen: DateTime<Utc>,
+    /// Alerts the connection raises (before deduplication and rate limiting).
+    pub alerts: Vec<(AlertKind, Explanation)>,
+}
+
+/// The current policies, the optional baseline and the modes, over one inventory.
+pub struct Flagger<'a> {
+    inventory: &'a Inventory,
+    current: Evaluator<'a>,
+    baseline: Option<Evaluator<'a>>,
+    modes: &'a ModeConfig,
+}
+
+/// The identity of a resolved endpoint in the graph: its workload, else its pod, `node:<name>`
+/// for nodes and host-network pods, the address for everything else.
+pub fn identity(inv: &Inventory, r: &Resolved) -> String {
+    match *r {
+        Resolved::Pod { pod, .. } => {
+            let p = inv.pod(pod);
+            let ns = &inv.namespace(p.namespace).name;
+            match p.workload {
+                Some(w) => {
+                    let w = inv.workload(w);
+                    format!("{ns}/{}/{}", w.kind, w.name)
+                }
+                None => format!("{ns}/{}", p.name),
+            }
+        }
+        Resolved::Host { node: Some(n), .. } => format!("node:{}", inv.node(n).name),
+        Resolved::Host { ip: Some(ip), .. } => format!("node:{ip}"),
+        Resolved::Host { .. } => "node".into(),
+        Resolved::External(ip) => ip.to_string(),
+    }
+}
+
+impl<'a> Flagger<'a> {
+    pub fn new(
+        inventory: &'a Inventory,
+        current: Evaluator<'a>,
+        baseline: Option<Evaluator<'a>>,
+        modes: &'a ModeConfig,
+    ) -> Self {
+        Self {
+            inventory,
+            current,
+            baseline,
+            modes,
+        }
+    }
+
+    fn mode(&self, r: &Resolved) -> Option<Mode> {
+        let pod = self.inventory.pod(r.pod()?);
+        let ns = self.inventory.namespace(pod.namespace);
+        Some(self.modes.mode_of(&ns.name, &ns.annotations))
+    }
+
+    /// The edge and alerts of one record; `None` when every pod end is in an `off` namespace.
+    pub fn process(
+        &self,
+        record: &FlowRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Outcome>, InventoryError> {
+        let c: Connection = self.current.connection(record)?;
+        let modes: Vec<Mode> = [self.mode(&c.src), self.mode(&c.dst)]
+            .into_iter()
+            .flatten()
+            .collect();
+        if !modes.is_empty() && modes.iter().all(|m| *m == Mode::Off) {
+            return Ok(None);
+        }
+        let mut alerts = Vec::new();
+        let verdict = self.current.evaluate(&c);
+        if !verdict.allowed() {
+            alerts.push((
+                AlertKind::WouldDeny,
+                self.current.explain_verdict(&c, &verdict),
+            ));
+        }
+        if modes.contains(&Mode::Alert)
+            && let Some(baseline) = &self.baseline
+        {
+            let v = baseline.evaluate(&c);
+            if !v.allowed() {
+                alerts.push((AlertKind::UnexpectedFlow, baseline.explain_verdict(&c, &v)));
+            }
+        }
+        let src_pod = c.src.pod().map(|p| {
+            let p = self.inventory.pod(p);
+            format!("{}/{}", self.inventory.namespace(p.namespace).name, p.name)
+        });
+        Ok(Some(Outcome {
+            edge: EdgeKey {
+                src: identity(self.inventory, &c.src),
+                dst: identity(self.inventory, &c.dst),
+                protocol: c.protocol,
+                port: c.port,
+            },
+            src_pod,
+            seen: record.first_seen.unwrap_or(now),
+            alerts,
+        }))
+    }
+}

@@ -1,0 +1,189 @@
+//! Turns a [`FlowEvent`] from the kernel into a [`FlowRecord`]. Pure.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use agent_ebpf::{FlowEvent, family, origin};
+use chrono::{DateTime, Utc};
+
+use crate::flow::{Endpoint, FlowRecord, Initiator, Protocol};
+
+/// Converts `bpf_ktime_get_ns` (CLOCK_MONOTONIC) to wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub struct ClockOffset {
+    /// Wall-clock nanoseconds since the epoch minus monotonic nanoseconds, taken at one instant.
+    pub wall_minus_mono_ns: i128,
+}
+
+impl ClockOffset {
+    /// Reads both clocks now.
+    pub fn now() -> Self {
+        let mono = nix_monotonic_ns();
+        let wall = Utc::now().timestamp_nanos_opt().unwrap_or(0) as i128;
+        Self {
+            wall_minus_mono_ns: wall - mono,
+        }
+    }
+
+    pub fn to_wall(self, mono_ns: u64) -> DateTime<Utc> {
+        let ns = mono_ns as i128 + self.wall_minus_mono_ns;
+        DateTime::from_timestamp_nanos(ns.clamp(0, i64::MAX as i128) as i64)
+    }
+}
+
+fn nix_monotonic_ns() -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+fn addr(words: [u32; 4], fam: u8) -> Option<IpAddr> {
+    let mut bytes = [0u8; 16];
+    for (i, w) in words.iter().enumerate() {
+        bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+    }
+    match fam {
+        family::IPV4 => Some(IpAddr::V4(Ipv4Addr::new(
+            bytes[0], bytes[1], bytes[2], bytes[3],
+        ))),
+        family::IPV6 => Some(IpAddr::V6(Ipv6Addr::from(bytes))),
+        _ => None,
+    }
+}
+
+/// The record for one connection start, or `None` for an event that names an unknown protocol
+/// or address family (the programs never write one; a corrupt event is dropped, not trusted).
+pub fn event_to_record(
+    ev: &FlowEvent,
+    interface: Option<&str>,
+    clock: ClockOffset,
+) -> Option<FlowRecord> {
+    let protocol = Protocol::from_number(ev.proto)?;
+    let src = addr(ev.src, ev.family)?;
+    let dst = addr(ev.dst, ev.family)?;
+    let mut rec = FlowRecord::new(
+        protocol,
+        Endpoint::Ip(src),
+        Endpoint::Ip(dst),
+        protocol.has_ports().then_some(ev.dst_port),
+    );
+    if protocol.has_ports() {
+        rec.src_port = Some(ev.src_port);
+    } else {
+        rec.icmp_type = Some(ev.icmp_type);
+        rec.icmp_code = Some(ev.icmp_code);
+    }
+    rec.interface = interface.map(str::to_owned);
+    rec.first_seen = Some(clock.to_wall(ev.timestamp_ns));
+    rec.initiator = Some(match ev.origin {
+        origin::TCP_SYN => Initiator::Syn,
+        origin::SCTP_INIT => Initiator::SctpInit,
+        origin::ICMP_ECHO => Initiator::EchoRequest,
+        _ => Initiator::FirstSeen,
+    });
+    Some(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_ebpf::proto;
+
+    fn v4(a: [u8; 4]) -> [u32; 4] {
+        [u32::from_ne_bytes(a), 0, 0, 0]
+    }
+
+    #[test]
+    fn tcp_syn_event_becomes_record_with_server_port() {
+        let ev = FlowEvent {
+            src: v4([198, 18, 1, 2]),
+            dst: v4([198, 18, 1, 3]),
+            timestamp_ns: 1_000,
+            ifindex: 7,
+            src_port: 40_000,
+            dst_port: 8080,
+            proto: proto::TCP,
+            family: family::IPV4,
+            origin: origin::TCP_SYN,
+            ..Default::default()
+        };
+        let clock = ClockOffset {
+            wall_minus_mono_ns: 1_700_000_000_000_000_000,
+        };
+        let rec = event_to_record(&ev, Some("veth1"), clock).unwrap();
+        assert_eq!(
+            serde_json::to_string(&rec).unwrap(),
+            r#"{"protocol":"TCP","src":"198.18.1.2","src_port":40000,"dst":"198.18.1.3","port":8080,"interface":"veth1","first_seen":"2023-11-14T22:13:20.000001Z","initiator":"syn"}"#
+        );
+    }
+
+    #[test]
+    fn icmpv6_event_has_no_ports_but_type_and_code() {
+        let mut dst = [0u8; 16];
+        dst[0] = 0xfd;
+        dst[15] = 2;
+        let mut words = [0u32; 4];
+        for (i, w) in words.iter_mut().enumerate() {
+            *w = u32::from_ne_bytes(dst[i * 4..i * 4 + 4].try_into().unwrap());
+        }
+        let ev = FlowEvent {
+            dst: words,
+            proto: proto::ICMPV6,
+            family: family::IPV6,
+            origin: origin::ICMP_ECHO,
+            icmp_type: 128,
+            src_port: 9,
+            dst_port: 9,
+            ..Default::default()
+        };
+        let rec = event_to_record(
+            &ev,
+            None,
+            ClockOffset {
+                wall_minus_mono_ns: 0,
+            },
+        )
+        .unwrap();
+        assert_eq!(rec.dst, Endpoint::Ip("fd00::2".parse().unwrap()));
+        assert_eq!((rec.port, rec.src_port), (None, None));
+        assert_eq!((rec.icmp_type, rec.icmp_code), (Some(128), Some(0)));
+        assert_eq!(rec.initiator, Some(Initiator::EchoRequest));
+    }
+
+    #[test]
+    fn corrupt_event_is_dropped_not_trusted() {
+        let ev = FlowEvent {
+            proto: 47,
+            family: family::IPV4,
+            ..Default::default()
+        };
+        assert!(
+            event_to_record(
+                &ev,
+                None,
+                ClockOffset {
+                    wall_minus_mono_ns: 0
+                }
+            )
+            .is_none()
+        );
+        let ev = FlowEvent {
+            proto: proto::TCP,
+            family: 9,
+            ..Default::default()
+        };
+        assert!(
+            event_to_record(
+                &ev,
+                None,
+                ClockOffset {
+                    wall_minus_mono_ns: 0
+                }
+            )
+            .is_none()
+        );
+    }
+}

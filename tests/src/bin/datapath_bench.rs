@@ -1,0 +1,280 @@
+//! `cargo xtask bench`, datapath part: the figures of BENCHMARKS.md.
+//!
+//! 1. ns per packet of the TC programs, by BPF_PROG_TEST_RUN with repeat, beside the empty
+//!    pass-through program `nop` measured in the same run.
+//! 2. iperf3 TCP throughput between two pods across veth and bridge, without and with the agent,
+//!    alternating.
+//! 3. A burst of new connections: captured against generated, with the drop counter.
+
+use std::{
+    net::{IpAddr, SocketAddr, UdpSocket},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use aya::{
+    EbpfLoader,
+    maps::RingBuf,
+    programs::{SchedClassifier, TestRun, TestRunOptions},
+};
+use trustmap::datapath::{BENCH_OBJECT, OBJECT};
+use trustmap_e2e::{Agent, Cluster, ClusterSpec, in_netns, require_root};
+
+const ROUNDS: usize = 5;
+
+fn main() {
+    require_root();
+    println!("## trustmap datapath benchmark\n");
+    per_packet();
+    throughput();
+    burst();
+}
+
+fn eth(ethertype: u16) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f
+}
+
+fn tcp(flags: u8) -> Vec<u8> {
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&40_000u16.to_be_bytes());
+    t[2..4].copy_from_slice(&8080u16.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = flags;
+    t.extend_from_slice(&[0u8; 64]);
+    t
+}
+
+fn udp() -> Vec<u8> {
+    let mut u = vec![0u8; 8];
+    u[0..2].copy_from_slice(&40_000u16.to_be_bytes());
+    u[2..4].copy_from_slice(&53u16.to_be_bytes());
+    u[4..6].copy_from_slice(&72u16.to_be_bytes());
+    u.extend_from_slice(&[0u8; 64]);
+    u
+}
+
+fn ipv4(proto: u8, l4: Vec<u8>) -> Vec<u8> {
+    let mut f = eth(0x0800);
+    let total = 20 + l4.len() as u16;
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&[
+        0, 0, 0x40, 0, 64, proto, 0, 0, 198, 18, 1, 10, 198, 18, 1, 11,
+    ]);
+    f.extend(l4);
+    f
+}
+
+fn ipv6(proto: u8, l4: Vec<u8>) -> Vec<u8> {
+    let mut f = eth(0x86DD);
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[proto, 64]);
+    f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x0a]);
+    f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x0b]);
+    f.extend(l4);
+    f
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn run_ns(prog: &SchedClassifier, data: &[u8], repeat: u32) -> f64 {
+    let res = prog
+        .test_run(TestRunOptions {
+            data_in: Some(data),
+            repeat,
+            ..TestRunOptions::new()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    res.duration.as_nanos() as f64
+}
+
+fn per_packet() {
+    const REPEAT: u32 = 1_000_000;
+    let mut bench = EbpfLoader::new().load(BENCH_OBJECT).expect("bench object");
+    let nop: &mut SchedClassifier = bench
+        .program_mut("nop")
+        .expect("nop")
+        .try_into()
+        .expect("classifier");
+    nop.load().expect("load nop");
+    // Established path: a long idle timeout, the SYN once, then the ACKs.
+    let never = u64::MAX / 4;
+    let mut est = EbpfLoader::new()
+        .override_global("IDLE_TIMEOUT_NS", &never, true)
+        .load(OBJECT)
+        .expect("trustmap object");
+    let ing: &mut SchedClassifier = est
+        .program_mut("trustmap_ing")
+        .expect("trustmap_ing")
+        .try_into()
+        .expect("classifier");
+    ing.load().expect("load trustmap_ing");
+    // Connection-start path: idle timeout 0 makes every packet a new connection.
+    let zero = 0u64;
+    let mut start = EbpfLoader::new()
+        .override_global("IDLE_TIMEOUT_NS", &zero, true)
+        .load(OBJECT)
+        .expect("trustmap object");
+    let mut ring = RingBuf::try_from(start.take_map("EVENTS").expect("EVENTS")).expect("ring");
+    let start_prog: &mut SchedClassifier = start
+        .program_mut("trustmap_ing")
+        .expect("trustmap_ing")
+        .try_into()
+        .expect("classifier");
+    start_prog.load().expect("load");
+
+    println!("### ns per packet (BPF_PROG_TEST_RUN, median of {ROUNDS} runs)\n");
+    println!("| packet | path | nop ns | trustmap ns | ratio |");
+    println!("| --- | --- | ---: | ---: | ---: |");
+    let nop = &*nop;
+    let ing = &*ing;
+    let start_prog = &*start_prog;
+    for (name, syn, ack) in [
+        ("IPv4 TCP", ipv4(6, tcp(0x02)), ipv4(6, tcp(0x10))),
+        ("IPv6 TCP", ipv6(6, tcp(0x02)), ipv6(6, tcp(0x10))),
+    ] {
+        run_ns(ing, &syn, 1);
+        let base = median((0..ROUNDS).map(|_| run_ns(nop, &ack, REPEAT)).collect());
+        let ours = median((0..ROUNDS).map(|_| run_ns(ing, &ack, REPEAT)).collect());
+        println!(
+            "| {name} | established | {base:.1} | {ours:.1} | {:.2} |",
+            ours / base
+        );
+    }
+    for (name, pkt) in [("IPv4 UDP", ipv4(17, udp())), ("IPv6 UDP", ipv6(17, udp()))] {
+        const CHUNK: u32 = 20_000;
+        let base = median((0..ROUNDS).map(|_| run_ns(nop, &pkt, REPEAT)).collect());
+        let ours = median(
+            (0..ROUNDS)
+                .map(|_| {
+                    let ns = run_ns(start_prog, &pkt, CHUNK);
+                    while ring.next().is_some() {}
+                    ns
+                })
+                .collect(),
+        );
+        println!(
+            "| {name} | connection start | {base:.1} | {ours:.1} | {:.2} |",
+            ours / base
+        );
+    }
+    println!();
+}
+
+fn iperf(client_ns: &str, server: IpAddr) -> f64 {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            client_ns,
+            "iperf3",
+            "-c",
+            &server.to_string(),
+            "-t",
+            "3",
+            "-J",
+        ])
+        .output()
+        .expect("iperf3");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 JSON");
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no throughput in iperf3 output: {v}"))
+}
+
+fn throughput() {
+    let cluster = Cluster::start(
+        &ClusterSpec::new(1)
+            .pod(1, "client", &[("app", "client")])
+            .pod(1, "server", &[("app", "server")]),
+    );
+    let (client, server) = (cluster.pod("client"), cluster.pod("server"));
+    let mut daemon = Command::new("ip")
+        .args(["netns", "exec", &server.netns, "iperf3", "-s"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("iperf3 -s");
+    std::thread::sleep(Duration::from_millis(300));
+    let pattern = cluster.pod_interface_pattern();
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        without.push(iperf(&client.netns, IpAddr::V4(server.ipv4)));
+        let mut agent = Agent::start("iperf", &["observe", "--interface", &pattern]);
+        with.push(iperf(&client.netns, IpAddr::V4(server.ipv4)));
+        agent.stop();
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let (a, b) = (median(without), median(with));
+    println!(
+        "### iperf3 TCP throughput, pod to pod across veth and bridge (3 s runs, alternating, median of 3)\n"
+    );
+    println!("| without agent | with agent | ratio |");
+    println!("| ---: | ---: | ---: |");
+    println!(
+        "| {:.2} Gbit/s | {:.2} Gbit/s | {:.1} % |\n",
+        a / 1e9,
+        b / 1e9,
+        100.0 * b / a
+    );
+}
+
+fn burst() {
+    const RATE: u32 = 20_000;
+    const SECONDS: u32 = 5;
+    let cluster = Cluster::start(
+        &ClusterSpec::new(1)
+            .pod(1, "client", &[("app", "client")])
+            .pod(1, "server", &[("app", "server")]),
+    );
+    let (client, server) = (cluster.pod("client"), cluster.pod("server"));
+    let pattern = cluster.pod_interface_pattern();
+    let mut agent = Agent::start(
+        "burst",
+        &["observe", "--interface", &pattern, "--max-flows", "262144"],
+    );
+    let dst = IpAddr::V4(server.ipv4);
+    // Each datagram goes to a new (socket, port) pair: a new 5-tuple, so a new connection.
+    let (sent, elapsed) = in_netns(&client.netns, move || {
+        let socks: Vec<UdpSocket> = (0..2)
+            .map(|_| UdpSocket::bind("0.0.0.0:0").expect("bind"))
+            .collect();
+        let total = RATE * SECONDS;
+        let started = Instant::now();
+        let mut sent = 0u32;
+        while sent < total && started.elapsed() < Duration::from_secs(u64::from(SECONDS) * 3) {
+            // Pace in 1 ms slices of RATE/1000 datagrams.
+            let due = (started.elapsed().as_micros() as u64 * u64::from(RATE) / 1_000_000) as u32;
+            while sent < due.min(total) {
+                let sock = &socks[(sent / 50_000) as usize];
+                let port = 10_000 + (sent % 50_000) as u16;
+                let _ = sock.send_to(b"x", SocketAddr::new(dst, port));
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        (sent, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let records = agent.stop();
+    let captured = records
+        .iter()
+        .filter(|r| r["protocol"] == "UDP" && r["dst"] == dst.to_string())
+        .count();
+    let dropped = agent.final_counter("events_dropped");
+    println!("### burst of new connections (UDP, distinct 5-tuples)\n");
+    println!("| generated | in | rate | captured | dropped (counted) | unaccounted |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| {sent} | {:.2} s | {:.0}/s | {captured} | {dropped} | {} |\n",
+        elapsed.as_secs_f64(),
+        f64::from(sent) / elapsed.as_secs_f64(),
+        i64::from(sent) - captured as i64 - dropped as i64
+    );
+}

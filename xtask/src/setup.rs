@@ -1,0 +1,224 @@
+//! `cargo xtask setup`: installs what the build and the tests need, idempotently, and quickly when
+//! nothing is missing. The recipe is ../shared/toolchain/EBPF-BUILD.md:
+//! - Debian packages: iproute2 (ip, tc), bpftool, iperf3 (benchmarks);
+//! - an eBPF toolchain: nightly when installed, else stable with RUSTC_BOOTSTRAP=1;
+//! - rust-src for it (from rustup, or from the tarball named by TRUSTMAP_RUST_SRC_TARBALL);
+//! - bpf-linker 0.13 built against that toolchain's own libLLVM, under the tools directory, in a
+//!   folder named after the libLLVM file, so that a toolchain update rebuilds it.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::run as sh;
+
+const APT_PACKAGES: &[&str] = &["iproute2", "bpftool", "iperf3"];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// The eBPF toolchain that setup prepared.
+pub struct Tools {
+    /// `nightly` or `stable`.
+    pub toolchain: String,
+    /// Directory holding the `bpf-linker` binary.
+    pub bpf_linker_bin: PathBuf,
+}
+
+impl Tools {
+    /// `cargo +<toolchain>` with bpf-linker on PATH and, on stable, RUSTC_BOOTSTRAP=1.
+    pub fn ebpf_cargo(&self) -> Command {
+        let mut cmd = Command::new("cargo");
+        cmd.arg(format!("+{}", self.toolchain));
+        // Run the toolchain's own cargo and rustc, not the ones of the outer `cargo xtask`.
+        cmd.env_remove("CARGO")
+            .env_remove("RUSTC")
+            .env_remove("RUSTUP_TOOLCHAIN");
+        let path = env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![self.bpf_linker_bin.clone()];
+        paths.extend(env::split_paths(&path));
+        cmd.env("PATH", env::join_paths(paths).expect("PATH entries"));
+        if self.toolchain == "stable" {
+            cmd.env("RUSTC_BOOTSTRAP", "1");
+        }
+        cmd
+    }
+}
+
+pub fn run(root: &Path) -> anyhow::Result<Tools> {
+    apt_packages(root)?;
+    let toolchain = ebpf_toolchain()?;
+    let sysroot = sysroot(&toolchain)?;
+    rust_src(root, &toolchain, &sysroot)?;
+    let bpf_linker_bin = bpf_linker(root, &toolchain, &sysroot)?;
+    Ok(Tools {
+        toolchain,
+        bpf_linker_bin,
+    })
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn apt_packages(root: &Path) -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .is_none_or(|s| s != "install ok installed")
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Debian packages {}", missing.join(" "));
+    sh(root, Command::new("apt-get").args(["update", "-qq"]))?;
+    sh(
+        root,
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn ebpf_toolchain() -> anyhow::Result<String> {
+    if let Ok(t) = env::var("TRUSTMAP_EBPF_TOOLCHAIN") {
+        return Ok(t);
+    }
+    let list = output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup is needed to build the eBPF programs")?;
+    if list.lines().any(|l| l.starts_with("nightly")) {
+        Ok("nightly".into())
+    } else {
+        Ok("stable".into())
+    }
+}
+
+fn sysroot(toolchain: &str) -> anyhow::Result<PathBuf> {
+    output(Command::new("rustc").args([&format!("+{toolchain}"), "--print", "sysroot"]))
+        .map(PathBuf::from)
+        .with_context(|| format!("no sysroot for toolchain {toolchain}"))
+}
+
+fn rust_src(root: &Path, toolchain: &str, sysroot: &Path) -> anyhow::Result<()> {
+    let marker = sysroot.join("lib/rustlib/src/rust/library/core/Cargo.toml");
+    if marker.exists() {
+        return Ok(());
+    }
+    let via_rustup = sh(
+        root,
+        Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", toolchain]),
+    );
+    if via_rustup.is_ok() && marker.exists() {
+        return Ok(());
+    }
+    let tarball = env::var_os("TRUSTMAP_RUST_SRC_TARBALL")
+        .map(PathBuf::from)
+        .or_else(|| shared_tarball(root, toolchain));
+    let Some(tarball) = tarball else {
+        bail!(
+            "rust-src for {toolchain} could not be installed with rustup; set \
+             TRUSTMAP_RUST_SRC_TARBALL to an offline rust-src component tarball"
+        );
+    };
+    eprintln!(
+        "xtask: unpacking {} into {}",
+        tarball.display(),
+        sysroot.display()
+    );
+    sh(
+        root,
+        Command::new("tar")
+            .arg("xJf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(sysroot),
+    )?;
+    if !marker.exists() {
+        bail!("{} did not provide rust-src", tarball.display());
+    }
+    Ok(())
+}
+
+/// The offline copy kept beside the repository, if there is one for this toolchain.
+fn shared_tarball(root: &Path, toolchain: &str) -> Option<PathBuf> {
+    let dir = root.parent()?.join("shared/toolchain");
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("rust-src-{toolchain}")))
+        })
+}
+
+/// Tools directory: TRUSTMAP_TOOLS_DIR or ~/.cache/trustmap-tools (agent/build.rs agrees).
+fn tools_dir() -> PathBuf {
+    env::var_os("TRUSTMAP_TOOLS_DIR")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/trustmap-tools")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache/trustmap-tools"))
+}
+
+fn bpf_linker(root: &Path, toolchain: &str, sysroot: &Path) -> anyhow::Result<PathBuf> {
+    let lib = std::fs::read_dir(sysroot.join("lib"))
+        .context("reading the toolchain's lib directory")?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
+        .with_context(|| format!("toolchain {toolchain} ships no libLLVM.so.*-rust-*"))?;
+    let prefix = tools_dir().join("bpf-linker").join(&lib);
+    let bin = prefix.join("bin");
+    if bin.join("bpf-linker").exists() {
+        return Ok(bin);
+    }
+    // libLLVM.so.22.1-rust-... → LLVM 22 → bpf-linker's feature llvm-22.
+    let major = lib
+        .trim_start_matches("libLLVM.so.")
+        .split(['.', '-'])
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against {lib} (about a minute)");
+    let libdir = prefix.join("lib");
+    std::fs::create_dir_all(&libdir)?;
+    for name in ["libLLVM.so", lib.as_str()] {
+        let link = libdir.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(sysroot.join("lib").join(&lib), &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    let mut cmd = Command::new("cargo");
+    cmd.arg(format!("+{toolchain}"))
+        .args([
+            "install",
+            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+            "--locked",
+        ])
+        .args([
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{major}"),
+        ])
+        .arg("--root")
+        .arg(&prefix)
+        .env("LLVM_PREFIX", &prefix)
+        .env_remove("CARGO")
+        .env_remove("RUSTC")
+        .env_remove("RUSTUP_TOOLCHAIN");
+    if toolchain == "stable" {
+        cmd.env("RUSTC_BOOTSTRAP", "1");
+    }
+    sh(root, &mut cmd)?;
+    Ok(bin)
+}
