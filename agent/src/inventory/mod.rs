@@ -13,6 +13,7 @@
 //! [`load_paths`] reads files.
 
 mod build;
+mod link;
 mod load;
 mod model;
 

@@ -8,85 +8,15 @@
 
 use std::collections::HashMap;
 
+pub use super::verdict::{Connection, Exemption, RuleRef, SideVerdict, Verdict};
 use super::{
-    model::{Direction, NamespaceScope, Peer, Policy, PortSpec, Rule},
-    ports::{PortRanges, PortSet},
+    model::{Direction, NamespaceScope, Peer, Policy, Rule},
     selector::Selector,
 };
 use crate::{
     flow::{FlowRecord, Protocol},
     inventory::{ContainerPort, Inventory, InventoryError, NamespaceId, PodId, Resolved},
 };
-
-/// A connection to decide: resolved ends, protocol and destination port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Connection {
-    pub src: Resolved,
-    pub dst: Resolved,
-    pub protocol: Protocol,
-    /// `None` for protocols without ports.
-    pub port: Option<u16>,
-}
-
-/// The decision for a connection: one verdict per side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Verdict {
-    /// The source's egress side.
-    pub egress: SideVerdict,
-    /// The destination's ingress side.
-    pub ingress: SideVerdict,
-}
-
-impl Verdict {
-    /// Allowed when both sides allow.
-    pub fn allowed(&self) -> bool {
-        self.egress.allows() && self.ingress.allows()
-    }
-}
-
-/// The decision of one side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SideVerdict {
-    /// No NetworkPolicy applies to this end at all (see [`Exemption`]): allowed.
-    Exempt(Exemption),
-    /// No policy selects the pod for this direction: allowed.
-    NotIsolated,
-    /// Isolated, and this rule (the first in policy-name order) allows it.
-    Allowed(RuleRef),
-    /// Isolated, and no rule of any selecting policy matches.
-    Denied,
-}
-
-impl SideVerdict {
-    pub fn allows(&self) -> bool {
-        !matches!(self, Self::Denied)
-    }
-}
-
-/// Why a side is allowed without consulting policies. These are the choices of the mainstream
-/// CNIs (Calico, Cilium, kube-router); see docs/policy-semantics.md.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Exemption {
-    /// A pod connecting to itself.
-    SelfTraffic,
-    /// A node (e.g. the kubelet's probes) connecting to a pod on that node.
-    LocalNode,
-    /// This end is a node or a host-network pod, which NetworkPolicies do not select.
-    HostNetwork,
-    /// This end is outside the cluster, which NetworkPolicies do not select.
-    External,
-}
-
-/// The rule that allowed a side: indexes into the policy slice given to [`Evaluator::new`],
-/// the direction's rules, and the rule's `from`/`to` and `ports` (`None` when the list is empty,
-/// which matches everything).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct RuleRef {
-    pub policy: u32,
-    pub rule: u32,
-    pub peer: Option<u32>,
-    pub port: Option<u32>,
-}
 
 /// Pods a peer matches.
 #[derive(Debug)]
@@ -261,15 +191,19 @@ impl<'a> Evaluator<'a> {
         Verdict { egress, ingress }
     }
 
-    fn self_traffic(&self, c: &Connection) -> Option<SideVerdict> {
+    /// A real pod connecting to itself. A template pod stands for all the pods of its
+    /// workload, so a template pod to itself is one replica to another, which policies decide.
+    pub(super) fn self_traffic(&self, c: &Connection) -> Option<SideVerdict> {
         match (c.src.pod(), c.dst.pod()) {
-            (Some(a), Some(b)) if a == b => Some(SideVerdict::Exempt(Exemption::SelfTraffic)),
+            (Some(a), Some(b)) if a == b && !self.inventory.pod(a).is_template => {
+                Some(SideVerdict::Exempt(Exemption::SelfTraffic))
+            }
             _ => None,
         }
     }
 
     /// Whether `src` is the node `dst` runs on.
-    fn is_local_node(&self, src: &Resolved, dst: PodId) -> bool {
+    pub(super) fn is_local_node(&self, src: &Resolved, dst: PodId) -> bool {
         match (src, self.inventory.pod(dst).node) {
             (Resolved::Host { node: Some(n), .. }, Some(m)) => *n == m,
             _ => false,
@@ -376,73 +310,6 @@ impl<'a> Evaluator<'a> {
             (PeerMatch::IpBlock, Peer::Pods { .. }) => false,
         }
     }
-
-    /// Every port and protocol on which `src` may open connections to `dst`.
-    pub fn allowed_ports(&self, src: &Resolved, dst: &Resolved) -> PortSet {
-        let probe = Connection {
-            src: *src,
-            dst: *dst,
-            protocol: Protocol::Tcp,
-            port: None,
-        };
-        if self.self_traffic(&probe).is_some() {
-            return PortSet::all();
-        }
-        let egress = match *src {
-            Resolved::Pod { pod, .. } => self.side_ports(Direction::Egress, pod, &probe),
-            _ => PortSet::all(),
-        };
-        if egress.is_empty() {
-            return egress;
-        }
-        let ingress = match *dst {
-            Resolved::Pod { pod, .. } if !self.is_local_node(src, pod) => {
-                self.side_ports(Direction::Ingress, pod, &probe)
-            }
-            _ => PortSet::all(),
-        };
-        egress.intersect(&ingress)
-    }
-
-    fn side_ports(&self, direction: Direction, pod: PodId, c: &Connection) -> PortSet {
-        let selecting = self.selecting(direction, pod);
-        if selecting.is_empty() {
-            return PortSet::all();
-        }
-        let (peer, dst_ports) = self.peer_and_ports(direction, c);
-        let mut out = PortSet::empty();
-        for &pi in selecting {
-            let rules = self.policies[pi as usize]
-                .rules(direction)
-                .unwrap_or_default();
-            for (ri, rule) in rules.iter().enumerate() {
-                if self.peer_match(pi, direction, ri, &peer).is_some() {
-                    out = out.union(&rule_ports(rule, dst_ports));
-                }
-            }
-        }
-        out
-    }
-}
-
-/// The ports a rule allows towards a destination with these container ports.
-fn rule_ports(rule: &Rule, dst_ports: &[ContainerPort]) -> PortSet {
-    if rule.ports.is_empty() {
-        return PortSet::all();
-    }
-    let mut out = PortSet::empty();
-    for m in &rule.ports {
-        let ranges = match &m.port {
-            PortSpec::All => PortRanges::all(),
-            PortSpec::Range { start, end } => PortRanges::range(*start, *end),
-            PortSpec::Named(name) => match m.resolve(name, dst_ports) {
-                Some(p) => PortRanges::range(p, p),
-                None => continue,
-            },
-        };
-        out = out.union(&PortSet::of(m.protocol, ranges));
-    }
-    out
 }
 
 fn pod_set(inv: &Inventory, namespaces: &NamespaceScope, pods: &Selector) -> PodSet {

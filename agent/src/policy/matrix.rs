@@ -1,6 +1,7 @@
 //! The connectivity matrix: for every ordered pair of workloads (and external addresses), the
 //! ports the source may open to the destination.
 //!
+//! The diagonal (a workload to itself) is between two of its pods, so policies decide it.
 //! A workload is represented by one pod: its template pod when its manifest was given, else its
 //! first real pod (a workload's pods share labels and ports). A pod without owner is its own
 //! entry. `external` stands for an internet address, represented by 203.0.113.1 (TEST-NET-3);
@@ -129,7 +130,8 @@ impl Evaluator<'_> {
                 if both_outside {
                     continue;
                 }
-                let ports = self.allowed_ports(&src.end, &dst.end);
+                // The diagonal is between two pods of the workload, not a pod and itself.
+                let ports = self.allowed_ports_between(&src.end, &dst.end, src.name != dst.name);
                 if !ports.is_empty() {
                     allowed.push(Cell {
                         src: src.name.clone(),

@@ -18,17 +18,22 @@ mod explain;
 mod matrix;
 mod model;
 mod ports;
+mod reach;
 mod selector;
+mod verdict;
 
+#[cfg(test)]
+mod cni_tests;
 #[cfg(test)]
 mod rules_tests;
 
-pub use evaluator::{Connection, Evaluator, Exemption, RuleRef, SideVerdict, Verdict};
+pub use evaluator::Evaluator;
 pub use explain::{AllowedBy, Explanation, PolicyMiss, RuleMiss, SideExplanation};
 pub use matrix::{Cell, EXTERNAL_REPRESENTATIVE, Entity, Matrix};
 pub use model::{Direction, IpBlock, NamespaceScope, Peer, Policy, PortMatcher, PortSpec, Rule};
 pub use ports::{PortRanges, PortSet};
 pub use selector::{Labels, Operator, Requirement, Selector};
+pub use verdict::{Connection, Exemption, RuleRef, SideVerdict, Verdict};
 
 /// Why a NetworkPolicy is invalid. `field` is the path inside the object, such as
 /// `spec.ingress[0].from[1].ipBlock.cidr`.

@@ -1,9 +1,10 @@
-//! Table tests, one per rule of NetworkPolicy semantics, each named for the rule it pins.
+//! Table tests, one per rule of NetworkPolicy semantics, each named for the rule it pins; the
+//! choices left to the CNI are in `cni_tests.rs`.
 //! Clusters are written as manifests, so the tests read like the YAML users write.
 
 use std::path::Path;
 
-use super::{Evaluator, Exemption, SideVerdict, Verdict};
+use super::{Evaluator, SideVerdict, Verdict};
 use crate::{
     flow::{FlowRecord, Protocol},
     inventory::{Loaded, Manifests},
@@ -58,7 +59,7 @@ spec:
     spec: {containers: [{name: c, ports: [{name: http, containerPort: 8080}]}]}
 "#;
 
-fn load(policies: &str) -> Loaded {
+pub(super) fn load(policies: &str) -> Loaded {
     let mut m = Manifests::new();
     m.add_text(Path::new("base.yaml"), BASE)
         .expect("base loads");
@@ -67,13 +68,13 @@ fn load(policies: &str) -> Loaded {
     m.finish()
 }
 
-fn np(ns: &str, name: &str, spec: &str) -> String {
+pub(super) fn np(ns: &str, name: &str, spec: &str) -> String {
     format!(
         "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}\n"
     )
 }
 
-fn verdict(l: &Loaded, src: &str, dst: &str, port: &str) -> Verdict {
+pub(super) fn verdict(l: &Loaded, src: &str, dst: &str, port: &str) -> Verdict {
     let ev = Evaluator::new(&l.inventory, &l.policies);
     let (protocol, port) = match port.split_once('/') {
         Some((p, proto)) => (proto.parse().unwrap(), Some(p.parse().unwrap())),
@@ -85,7 +86,7 @@ fn verdict(l: &Loaded, src: &str, dst: &str, port: &str) -> Verdict {
 }
 
 /// Runs `(src, dst, port, allowed)` cases against one set of policies.
-fn table(policies: &str, cases: &[(&str, &str, &str, bool)]) {
+pub(super) fn table(policies: &str, cases: &[(&str, &str, &str, bool)]) {
     let l = load(policies);
     for (src, dst, port, want) in cases {
         let v = verdict(&l, src, dst, port);
@@ -406,23 +407,6 @@ fn ip_block_matches_ipv6_addresses() {
 }
 
 #[test]
-fn ip_block_matches_pod_ips_as_the_flow_uses_them() {
-    let p = np(
-        "a",
-        "p",
-        "  podSelector: {}\n  ingress: [{from: [{ipBlock: {cidr: \"fd00::/16\"}}]}]",
-    );
-    table(
-        &p,
-        &[
-            ("fd00::2:1", "a/web", "80/TCP", true),
-            ("10.0.2.1", "a/web", "80/TCP", false),
-            ("b/Deployment/api", "a/web", "80/TCP", false),
-        ],
-    );
-}
-
-#[test]
 fn tcp_is_the_default_protocol() {
     let p = np(
         "a",
@@ -527,99 +511,6 @@ fn named_port_in_egress_resolves_against_the_destination_not_the_source() {
             ("b/client", "203.0.113.1", "8080/TCP", false),
         ],
     );
-}
-
-#[test]
-fn pod_to_itself_is_allowed_regardless_of_policy() {
-    let p = np(
-        "a",
-        "deny",
-        "  podSelector: {}\n  policyTypes: [Ingress, Egress]",
-    );
-    table(
-        &p,
-        &[
-            ("a/web", "a/web", "8080/TCP", true),
-            ("10.0.1.1", "10.0.1.1", "1/UDP", true),
-            ("a/web", "a/db", "1/TCP", false),
-        ],
-    );
-    let l = load(&p);
-    let v = verdict(&l, "a/web", "a/web", "80/TCP");
-    assert_eq!(v.ingress, SideVerdict::Exempt(Exemption::SelfTraffic));
-}
-
-#[test]
-fn local_node_to_pod_is_allowed_for_kubelet_probes() {
-    let p = np("a", "deny", "  podSelector: {}\n  policyTypes: [Ingress]");
-    table(
-        &p,
-        &[
-            ("192.168.0.1", "a/web", "8080/TCP", true),
-            ("192.168.0.2", "a/web", "8080/TCP", false),
-        ],
-    );
-    let l = load(&p);
-    let v = verdict(&l, "192.168.0.1", "10.0.1.1", "8080/TCP");
-    assert_eq!(v.ingress, SideVerdict::Exempt(Exemption::LocalNode));
-}
-
-#[test]
-fn host_network_pods_are_never_isolated_and_match_only_ip_blocks() {
-    let p = np(
-        "a",
-        "deny",
-        "  podSelector: {}\n  policyTypes: [Ingress, Egress]",
-    ) + &np(
-        "b",
-        "from-a",
-        "  podSelector: {}\n  ingress: [{from: [{namespaceSelector: {}}]}]",
-    );
-    // a/agent is selected by nothing despite `podSelector: {}`, and podSelectors do not match it.
-    table(
-        &p,
-        &[
-            ("a/agent", "a/db", "5432/TCP", true),
-            ("b/client", "a/agent", "22/TCP", true),
-            ("a/agent", "b/client", "1/TCP", false),
-        ],
-    );
-    let p = np(
-        "b",
-        "from-node",
-        "  podSelector: {}\n  ingress: [{from: [{ipBlock: {cidr: 192.168.0.0/24}}]}]",
-    );
-    table(&p, &[("a/agent", "b/client", "1/TCP", true)]);
-}
-
-#[test]
-fn remote_node_is_matched_only_by_ip_block() {
-    let p = np(
-        "a",
-        "p",
-        "  podSelector: {}\n  ingress: [{from: [{namespaceSelector: {}}]}]",
-    );
-    table(&p, &[("192.168.0.2", "a/web", "80/TCP", false)]);
-}
-
-#[test]
-fn unknown_address_is_external_and_decided_by_ip_blocks() {
-    let p = np(
-        "a",
-        "p",
-        "  podSelector: {}\n  policyTypes: [Egress]\n  egress: [{to: [{ipBlock: {cidr: 0.0.0.0/0, except: [10.0.0.0/8]}}]}]",
-    );
-    table(
-        &p,
-        &[
-            ("a/web", "203.0.113.1", "443/TCP", true),
-            ("a/web", "10.9.9.9", "443/TCP", false),
-            ("a/web", "b/client", "443/TCP", false),
-        ],
-    );
-    let l = load(&p);
-    let v = verdict(&l, "a/web", "203.0.113.1", "443/TCP");
-    assert_eq!(v.ingress, SideVerdict::Exempt(Exemption::External));
 }
 
 #[test]

@@ -247,8 +247,10 @@ impl Reference {
     /// Whether `src` may open `protocol`/`port` to `dst` (endpoints as in flow records).
     pub fn allowed(&self, src: &str, dst: &str, protocol: &str, port: Option<u16>) -> bool {
         let (src, dst) = (self.end(src), self.end(dst));
+        // A pod reaches itself; a workload's template stands for several pods, which do not.
         if let (End::Pod(a, _), End::Pod(b, _)) = (&src, &dst)
             && a == b
+            && self.pods[*a].reference.matches('/').count() == 1
         {
             return true;
         }

@@ -1,0 +1,305 @@
+//! End-to-end runs of `check`, `explain` and `matrix` on the online-boutique test data, and of
+//! the errors users get for invalid manifests. Unprivileged: files and pipes only.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/online-boutique")
+}
+
+fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trustmap"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("trustmap runs");
+    let mut pipe = child.stdin.take().unwrap();
+    let input = stdin.unwrap_or_default().to_owned();
+    // Write from another thread: the child fills its stdout while we fill its stdin.
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn check_writes_one_verdict_per_record_in_input_order() {
+    let d = data();
+    let flows = d.join("flows.jsonl");
+    let out = run(
+        &[
+            "check",
+            "--manifests",
+            d.to_str().unwrap(),
+            "--flows",
+            flows.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let verdicts: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{} {}",
+                v["dst"].as_str().unwrap(),
+                v["verdict"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let want = [
+        "10.244.2.20 allow",
+        "10.244.2.21 deny",
+        "10.244.2.21 allow",
+        "10.244.1.10 allow",
+        "198.18.0.1 allow",
+        "10.1.2.3 deny",
+        "kube-system/Deployment/coredns allow",
+        "10.244.2.20 allow",
+        "10.244.2.20 allow",
+        "10.244.2.20 deny",
+        "10.244.1.99 allow",
+        "10.244.1.12 deny",
+        "198.51.100.25 allow",
+        "boutique/frontend-7d9c8b6f5-x2x4z deny",
+    ];
+    assert_eq!(verdicts, want);
+    let first: serde_json::Value =
+        serde_json::from_str(text(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(
+        first["ingress"]["allowed_by"]["policy"],
+        "boutique/cartservice-ingress"
+    );
+    assert_eq!(first["egress"]["isolated"], true);
+}
+
+#[test]
+fn check_reads_stdin_prints_tables_and_fails_on_deny_when_asked() {
+    let d = data();
+    let flows =
+        "{\"protocol\":\"TCP\",\"src\":\"10.244.1.10\",\"dst\":\"10.244.2.21\",\"port\":6379}\n";
+    let args = [
+        "check",
+        "--manifests",
+        d.to_str().unwrap(),
+        "--flows",
+        "-",
+        "-o",
+        "table",
+        "--fail-on-deny",
+    ];
+    let out = run(&args, Some(flows));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let t = text(&out.stdout);
+    assert!(t.starts_with("VERDICT") && t.contains("DENY"), "{t}");
+}
+
+#[test]
+fn check_reports_bad_records_in_place_and_exits_2() {
+    let d = data();
+    let flows = "{\"protocol\":\"TCP\",\"src\":\"boutique/nope\",\"dst\":\"10.244.2.21\",\"port\":1}\nnot json\n{\"protocol\":\"UDP\",\"src\":\"10.244.1.10\",\"dst\":\"10.0.0.1\",\"port\":53}\n";
+    let out = run(
+        &["check", "--manifests", d.to_str().unwrap(), "--flows", "-"],
+        Some(flows),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines[0].contains("\"line\":1") && lines[0].contains("unknown pod"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1].contains("\"line\":2"), "{}", lines[1]);
+    assert!(lines[2].contains("\"verdict\""), "{}", lines[2]);
+}
+
+#[test]
+fn check_streams_many_records() {
+    let d = data();
+    let line =
+        "{\"protocol\":\"TCP\",\"src\":\"10.244.1.10\",\"dst\":\"10.244.2.20\",\"port\":7070}\n";
+    let input = line.repeat(50_000);
+    let out = run(
+        &["check", "--manifests", d.to_str().unwrap(), "--flows", "-"],
+        Some(&input),
+    );
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout).lines().count(), 50_000);
+}
+
+#[test]
+fn explain_prints_both_sides_and_the_cni_rule_that_decided() {
+    let d = data();
+    let m = d.to_str().unwrap();
+    let out = run(
+        &[
+            "explain",
+            "--manifests",
+            m,
+            "--from",
+            "boutique/Deployment/frontend",
+            "--to",
+            "boutique/Deployment/redis-cart",
+            "--port",
+            "6379/TCP",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let t = text(&out.stdout);
+    assert!(
+        t.starts_with(
+            "DENY: boutique/Deployment/frontend -> boutique/Deployment/redis-cart on 6379/TCP"
+        ),
+        "{t}"
+    );
+    assert!(
+        t.contains("boutique/redis-cart-ingress ingress rule 0: no peer matches"),
+        "{t}"
+    );
+    let out = run(
+        &[
+            "explain",
+            "--manifests",
+            m,
+            "--from",
+            "192.168.10.12",
+            "--to",
+            "10.244.2.20",
+            "--port",
+            "7070",
+        ],
+        None,
+    );
+    let t = text(&out.stdout);
+    assert!(
+        t.starts_with("ALLOW") && t.contains("kubelet probes"),
+        "{t}"
+    );
+    let out = run(
+        &[
+            "explain",
+            "--manifests",
+            m,
+            "--from",
+            "boutique/nope",
+            "--to",
+            "10.244.2.20",
+            "--port",
+            "7070",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("unknown pod"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn matrix_lists_allowed_pairs_with_ports_in_three_formats() {
+    let d = data();
+    let m = d.to_str().unwrap();
+    let table = text(&run(&["matrix", "--manifests", m], None).stdout);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("boutique/Deployment/cartservice ") && l.contains("redis-cart"))
+        .expect(&table);
+    assert!(row.ends_with("TCP:6379"), "{row}");
+    assert!(
+        !table
+            .contains("boutique/Deployment/frontend               boutique/Deployment/redis-cart")
+    );
+    let csv = text(&run(&["matrix", "--manifests", m, "-o", "csv"], None).stdout);
+    assert!(
+        csv.contains("boutique/Deployment/emailservice,198.51.100.0/24,\"TCP:587,2525-2530\""),
+        "{csv}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&run(&["matrix", "--manifests", m, "-o", "json"], None).stdout)
+            .unwrap();
+    assert!(
+        json["allowed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["src"] == "external"
+                && c["dst"] == "boutique/Deployment/frontend"
+                && c["ports"] == "TCP:8080")
+    );
+}
+
+/// Writes one manifest to a fresh directory and returns the directory.
+fn manifest_dir(name: &str, yaml: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("trustmap-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("np.yaml"), yaml).unwrap();
+    dir
+}
+
+#[test]
+fn invalid_policies_exit_2_naming_file_document_and_field() {
+    let cases = [
+        (
+            "cidr",
+            "ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/40}}]}]",
+            "spec.ingress[0].from[0].ipBlock.cidr",
+        ),
+        (
+            "operator",
+            "ingress: [{from: [{podSelector: {matchExpressions: [{key: a, operator: Has}]}}]}]",
+            "matchExpressions[0].operator",
+        ),
+        (
+            "range",
+            "ingress: [{ports: [{port: 65536}]}]",
+            "spec.ingress[0].ports[0].port",
+        ),
+        (
+            "endport",
+            "egress: [{ports: [{port: 90, endPort: 80}]}]",
+            "spec.egress[0].ports[0].endPort",
+        ),
+        (
+            "named",
+            "egress: [{ports: [{port: http, endPort: 80}]}]",
+            "spec.egress[0].ports[0].endPort",
+        ),
+        (
+            "protocol",
+            "egress: [{ports: [{port: 80, protocol: HTTP}]}]",
+            "spec.egress[0].ports[0].protocol",
+        ),
+    ];
+    for (name, spec, field) in cases {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: x}}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: bad, namespace: x}}\nspec:\n  podSelector: {{}}\n  {spec}\n"
+        );
+        let dir = manifest_dir(name, &yaml);
+        let out = run(&["matrix", "--manifests", dir.to_str().unwrap()], None);
+        let err = text(&out.stderr);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(
+            err.contains("np.yaml: document 2") && err.contains(field) && !err.contains("panicked"),
+            "{name}: {err}"
+        );
+    }
+}
