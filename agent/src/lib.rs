@@ -14,6 +14,9 @@
 pub mod cli;
 pub mod datapath;
 pub mod flow;
+pub mod graph;
+pub mod identity;
 pub mod inventory;
 pub mod netif;
 pub mod policy;
+pub mod synth;

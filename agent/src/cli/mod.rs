@@ -2,7 +2,9 @@
 //! calls on the library and decides the exit code.
 
 mod check;
+mod diff;
 mod explain;
+mod learn;
 mod matrix;
 mod observe;
 
@@ -37,6 +39,10 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Print the allowed connections between every pair of workloads.
     Matrix(matrix::MatrixArgs),
+    /// Learn least-privilege NetworkPolicies from flow records.
+    Learn(learn::LearnArgs),
+    /// Compare current policies with learned ones (or observed flows), in connections.
+    Diff(diff::DiffArgs),
 }
 
 impl Command {
@@ -48,6 +54,8 @@ impl Command {
             Self::Check(args) => check::run(args),
             Self::Explain(args) => explain::run(args),
             Self::Matrix(args) => matrix::run(args),
+            Self::Learn(args) => learn::run(args),
+            Self::Diff(args) => diff::run(args),
         }
     }
 }
