@@ -179,24 +179,24 @@ pub(super) fn policy(plan: Plan, _ctx: &Context<'_>, _opts: &SynthOptions) -> Le
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(label_selector(&plan.selector)),
             policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-            ingress: Some(
+            ingress: (!plan.ingress.is_empty()).then(|| {
                 plan.ingress
                     .iter()
                     .map(|r| NetworkPolicyIngressRule {
                         from: peers(r),
                         ports: ports(r),
                     })
-                    .collect(),
-            ),
-            egress: Some(
+                    .collect()
+            }),
+            egress: (!plan.egress.is_empty()).then(|| {
                 plan.egress
                     .iter()
                     .map(|r| NetworkPolicyEgressRule {
                         to: peers(r),
                         ports: ports(r),
                     })
-                    .collect(),
-            ),
+                    .collect()
+            }),
         }),
     };
     LearnedPolicy {
