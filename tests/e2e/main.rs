@@ -2,5 +2,6 @@
 //! namespaces. One test binary, so that the build stays lean. Run as root via `cargo xtask test`;
 //! without root they fail loudly rather than skip.
 
+mod learn;
 mod lifecycle;
 mod observe;
