@@ -24,6 +24,8 @@ use crate::{
 
 /// Annotation keys and the label learned policies carry.
 pub const ANNOTATION_PREFIX: &str = "trustmap.io/";
+/// Edges listed in the evidence annotation; the rest are counted.
+pub const EVIDENCE_LINES: usize = 50;
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "trustmap");
 
 fn label_selector(s: &Selector) -> LabelSelector {
@@ -115,16 +117,21 @@ fn time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
 
 pub(super) fn policy(plan: Plan, _ctx: &Context<'_>, _opts: &SynthOptions) -> LearnedPolicy {
     let name = policy_name(&plan.workload.kind, &plan.workload.name);
-    // Evidence: which rule each observed edge landed in.
-    let rule_of = |direction: Direction, p: &RenderPeer| -> usize {
-        let rules = match direction {
-            Direction::Ingress => &plan.ingress,
-            Direction::Egress => &plan.egress,
-        };
+    // Evidence: which rule each observed edge landed in (each peer is in one rule).
+    let index = |rules: &[RuleSpec]| -> std::collections::HashMap<RenderPeer, usize> {
         rules
             .iter()
-            .position(|r| r.peers.contains(p))
-            .expect("every noted peer is in a rule")
+            .enumerate()
+            .flat_map(|(i, r)| r.peers.iter().map(move |p| (p.clone(), i)))
+            .collect()
+    };
+    let (in_idx, eg_idx) = (index(&plan.ingress), index(&plan.egress));
+    let rule_of = |direction: Direction, p: &RenderPeer| -> usize {
+        let idx = match direction {
+            Direction::Ingress => &in_idx,
+            Direction::Egress => &eg_idx,
+        };
+        idx[p]
     };
     let mut evidence: Vec<Evidence> = plan
         .notes
@@ -145,8 +152,9 @@ pub(super) fn policy(plan: Plan, _ctx: &Context<'_>, _opts: &SynthOptions) -> Le
     let total: u64 = evidence.iter().map(|e| e.count).sum();
     let first = evidence.iter().filter_map(|e| e.first_seen).min();
     let last = evidence.iter().filter_map(|e| e.last_seen).max();
-    let lines: Vec<String> = evidence
+    let mut lines: Vec<String> = evidence
         .iter()
+        .take(EVIDENCE_LINES)
         .map(|e| {
             format!(
                 "{} {} {}: {} connection(s), {} .. {}",
@@ -159,6 +167,12 @@ pub(super) fn policy(plan: Plan, _ctx: &Context<'_>, _opts: &SynthOptions) -> Le
             )
         })
         .collect();
+    if evidence.len() > EVIDENCE_LINES {
+        lines.push(format!(
+            "... and {} more edges (see the flow graph: trustmap learn -o graph)",
+            evidence.len() - EVIDENCE_LINES
+        ));
+    }
     let a = |k: &str| format!("{ANNOTATION_PREFIX}{k}");
     let annotations: BTreeMap<String, String> = [
         (a("workload"), plan.workload.to_string()),
