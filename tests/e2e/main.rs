@@ -3,5 +3,6 @@
 //! without root they fail loudly rather than skip.
 
 mod agent;
+mod learn;
 mod lifecycle;
 mod observe;

@@ -3,7 +3,9 @@
 
 mod agent;
 mod check;
+mod diff;
 mod explain;
+mod learn;
 mod matrix;
 mod observe;
 
@@ -40,6 +42,10 @@ pub enum Command {
     Matrix(matrix::MatrixArgs),
     /// Run as the node agent: observe, learn the node's edges, flag and alert.
     Agent(Box<agent::AgentArgs>),
+    /// Learn least-privilege NetworkPolicies from flow records.
+    Learn(learn::LearnArgs),
+    /// Compare current policies with learned ones (or observed flows), in connections.
+    Diff(diff::DiffArgs),
 }
 
 impl Command {
@@ -52,6 +58,8 @@ impl Command {
             Self::Explain(args) => explain::run(args),
             Self::Matrix(args) => matrix::run(args),
             Self::Agent(args) => agent::run(*args),
+            Self::Learn(args) => learn::run(args),
+            Self::Diff(args) => diff::run(args),
         }
     }
 }

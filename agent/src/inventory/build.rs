@@ -4,6 +4,8 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
+use chrono::{DateTime, Utc};
+
 use k8s_openapi::{
     api::{
         apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
@@ -14,7 +16,10 @@ use k8s_openapi::{
         },
         discovery::v1::EndpointSlice as K8sEndpointSlice,
     },
-    apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
+    apimachinery::pkg::{
+        apis::meta::v1::{LabelSelector, ObjectMeta, Time},
+        util::intstr::IntOrString,
+    },
 };
 
 use super::{
@@ -24,7 +29,10 @@ use super::{
         TargetPort,
     },
 };
-use crate::{flow::Protocol, policy::Labels};
+use crate::{
+    flow::Protocol,
+    policy::{Labels, Selector},
+};
 
 /// The label every namespace carries with its own name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -56,6 +64,7 @@ pub(super) struct PendingWorkload {
     pub(super) namespace: String,
     pub(super) kind: &'static str,
     pub(super) name: String,
+    pub(super) selector: Option<Selector>,
     pub(super) template: Option<Pod>,
     pub(super) owner: Option<(String, String)>,
 }
@@ -83,6 +92,11 @@ fn controller_of(meta: &ObjectMeta) -> Option<(String, String)> {
         .find(|o| o.controller == Some(true))
         .or(refs.first())
         .map(|o| (o.kind.clone(), o.name.clone()))
+}
+
+fn timestamp(t: &Time) -> Option<DateTime<Utc>> {
+    let ts = t.0;
+    DateTime::from_timestamp(ts.as_second(), ts.subsec_nanosecond().try_into().ok()?)
 }
 
 fn parse_ip(value: &str, field: String) -> Result<IpAddr, InventoryError> {
@@ -151,6 +165,9 @@ fn template_pod(t: &PodTemplateSpec, name: &str, field: &str) -> Result<Pod, Inv
         ports: container_ports(&spec, &format!("{field}.spec"))?,
         workload: None,
         is_template: true,
+        created: None,
+        ended: None,
+        released_ips: Vec::new(),
     })
 }
 
@@ -194,9 +211,31 @@ impl InventoryBuilder {
             (_, Some(ip)) => ips.push(parse_ip(ip, "status.podIP".into())?),
             _ => {}
         }
-        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
-            ips.clear();
-        }
+        let created = p
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .or(status.start_time.as_ref())
+            .and_then(timestamp);
+        let finished = matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
+        let last_exit = status
+            .container_statuses
+            .iter()
+            .flatten()
+            .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
+            .filter_map(timestamp)
+            .max();
+        let ended = p
+            .metadata
+            .deletion_timestamp
+            .as_ref()
+            .and_then(timestamp)
+            .or(if finished { last_exit } else { None });
+        let released_ips = if finished {
+            std::mem::take(&mut ips)
+        } else {
+            Vec::new()
+        };
         let mut host_ips = Vec::new();
         for (i, h) in status.host_ips.iter().flatten().enumerate() {
             host_ips.push(parse_ip(&h.ip, format!("status.hostIPs[{i}].ip"))?);
@@ -216,6 +255,9 @@ impl InventoryBuilder {
                 ports: container_ports(&spec, "spec")?,
                 workload: None,
                 is_template: false,
+                created,
+                ended,
+                released_ips,
             },
             namespace,
             node_name: spec.node_name.clone(),
@@ -230,17 +272,23 @@ impl InventoryBuilder {
         kind: &'static str,
         meta: &ObjectMeta,
         template: Option<&PodTemplateSpec>,
+        selector: Option<&LabelSelector>,
         field: &str,
     ) -> Result<(), InventoryError> {
         let name = name_of(meta)?;
         let template = template
             .map(|t| template_pod(t, &name, field))
             .transpose()?;
+        let selector_field = field.replace("template", "selector");
+        let selector = selector
+            .map(|s| Selector::from_k8s(s, &selector_field))
+            .transpose()?;
         self.workloads.push(PendingWorkload {
             namespace: namespace_of(meta),
             kind,
             name,
             template,
+            selector,
             owner: controller_of(meta),
         });
         Ok(())
@@ -248,22 +296,26 @@ impl InventoryBuilder {
 
     pub fn deployment(&mut self, d: &Deployment) -> Result<(), InventoryError> {
         let t = d.spec.as_ref().map(|s| &s.template);
-        self.workload("Deployment", &d.metadata, t, "spec.template")
+        let sel = d.spec.as_ref().map(|s| &s.selector);
+        self.workload("Deployment", &d.metadata, t, sel, "spec.template")
     }
 
     pub fn stateful_set(&mut self, s: &StatefulSet) -> Result<(), InventoryError> {
         let t = s.spec.as_ref().map(|s| &s.template);
-        self.workload("StatefulSet", &s.metadata, t, "spec.template")
+        let sel = s.spec.as_ref().map(|s| &s.selector);
+        self.workload("StatefulSet", &s.metadata, t, sel, "spec.template")
     }
 
     pub fn daemon_set(&mut self, d: &DaemonSet) -> Result<(), InventoryError> {
         let t = d.spec.as_ref().map(|s| &s.template);
-        self.workload("DaemonSet", &d.metadata, t, "spec.template")
+        let sel = d.spec.as_ref().map(|s| &s.selector);
+        self.workload("DaemonSet", &d.metadata, t, sel, "spec.template")
     }
 
     pub fn replica_set(&mut self, r: &ReplicaSet) -> Result<(), InventoryError> {
         let t = r.spec.as_ref().and_then(|s| s.template.as_ref());
-        self.workload("ReplicaSet", &r.metadata, t, "spec.template")
+        let sel = r.spec.as_ref().map(|s| &s.selector);
+        self.workload("ReplicaSet", &r.metadata, t, sel, "spec.template")
     }
 
     pub fn replication_controller(
@@ -271,12 +323,27 @@ impl InventoryBuilder {
         r: &ReplicationController,
     ) -> Result<(), InventoryError> {
         let t = r.spec.as_ref().and_then(|s| s.template.as_ref());
-        self.workload("ReplicationController", &r.metadata, t, "spec.template")
+        let sel = r
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.as_ref())
+            .map(|m| LabelSelector {
+                match_labels: Some(m.clone()),
+                match_expressions: None,
+            });
+        self.workload(
+            "ReplicationController",
+            &r.metadata,
+            t,
+            sel.as_ref(),
+            "spec.template",
+        )
     }
 
     pub fn job(&mut self, j: &Job) -> Result<(), InventoryError> {
+        // A Job's selector is generated (controller-uid), so it never selects anything stable.
         let t = j.spec.as_ref().map(|s| &s.template);
-        self.workload("Job", &j.metadata, t, "spec.template")
+        self.workload("Job", &j.metadata, t, None, "spec.template")
     }
 
     pub fn cron_job(&mut self, c: &CronJob) -> Result<(), InventoryError> {
@@ -285,7 +352,13 @@ impl InventoryBuilder {
             .as_ref()
             .and_then(|s| s.job_template.spec.as_ref())
             .map(|s| &s.template);
-        self.workload("CronJob", &c.metadata, t, "spec.jobTemplate.spec.template")
+        self.workload(
+            "CronJob",
+            &c.metadata,
+            t,
+            None,
+            "spec.jobTemplate.spec.template",
+        )
     }
 
     pub fn service(&mut self, s: &K8sService) -> Result<(), InventoryError> {

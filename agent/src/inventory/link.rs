@@ -117,6 +117,7 @@ impl InventoryBuilder {
             }
             let nsid = ns(&inv, &w.namespace);
             let id = workload_id(&mut inv, nsid, w.kind, &w.name);
+            inv.workloads[id.index()].selector = w.selector;
             if let Some(mut pod) = w.template {
                 pod.namespace = nsid;
                 pod.workload = Some(id);
@@ -202,6 +203,7 @@ fn workload_id(inv: &mut Inventory, ns: NamespaceId, kind: &str, name: &str) -> 
                 name: name.to_owned(),
                 template: None,
                 pods: Vec::new(),
+                selector: None,
             });
             next
         }

@@ -4,9 +4,11 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
+use chrono::{DateTime, Utc};
+
 use crate::{
     flow::{Endpoint, Protocol},
-    policy::Labels,
+    policy::{Labels, Selector},
 };
 
 use super::InventoryError;
@@ -72,6 +74,14 @@ pub struct Pod {
     pub workload: Option<WorkloadId>,
     /// Whether this is a workload's template pod rather than a real pod.
     pub is_template: bool,
+    /// `metadata.creationTimestamp` (else `status.startTime`): since when the pod holds its IPs.
+    pub created: Option<DateTime<Utc>>,
+    /// `metadata.deletionTimestamp`, or for a finished pod the last container's `finishedAt`:
+    /// when it stopped holding its IPs.
+    pub ended: Option<DateTime<Utc>>,
+    /// The IPs a finished pod held before they were released (kept for time-aware lookups of
+    /// flows seen while it ran; never indexed for evaluation).
+    pub released_ips: Vec<IpAddr>,
 }
 
 /// A declared container port.
@@ -94,6 +104,8 @@ pub struct Workload {
     pub template: Option<PodId>,
     /// Real pods owned by the workload.
     pub pods: Vec<PodId>,
+    /// `spec.selector`, when the workload's manifest was given and has one.
+    pub selector: Option<Selector>,
 }
 
 /// A node, given as a manifest or known from its pods' `spec.nodeName` and `status.hostIP`.

@@ -1,0 +1,280 @@
+//! `trustmap learn`: flow records (and saved graphs) to least-privilege NetworkPolicies.
+
+use std::{
+    collections::BTreeMap,
+    fs::{self, File},
+    io::{self, BufRead, BufReader, BufWriter, Write},
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::{Context as _, bail};
+use chrono::{TimeDelta, Utc};
+use ipnet::IpNet;
+
+use crate::{
+    flow::FlowRecord,
+    graph::{FlowGraph, state},
+    identity::{Identities, IdentityOptions, WorkloadSelectors},
+    policy::Labels,
+    synth::{self, Learned, SynthOptions},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct LearnArgs {
+    /// Manifest files or directories: the pods, workloads, services and nodes flows are
+    /// resolved against.
+    #[arg(long, required = true, num_args = 1..)]
+    pub manifests: Vec<PathBuf>,
+    /// JSON-lines flow records, as `trustmap observe` writes them; `-` for stdin.
+    #[arg(long, num_args = 1..)]
+    pub flows: Vec<String>,
+    /// Flow graphs (JSON lines, as `-o graph` or a state file holds) to merge, e.g. one per node.
+    #[arg(long, num_args = 1..)]
+    pub graph: Vec<PathBuf>,
+    /// State file: read if present, then replaced atomically with the merged graph.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Write one file per policy and a kustomization.yaml into this directory.
+    #[arg(long = "output")]
+    pub output_dir: Option<PathBuf>,
+    /// What to print on stdout when no --output directory is given.
+    #[arg(short = 'o', long = "format", value_enum, default_value_t = LearnFormat::Yaml)]
+    pub format: LearnFormat,
+    /// Add a default-deny policy to every namespace that gets learned policies.
+    #[arg(long)]
+    pub namespace_default_deny: bool,
+    /// Summarise external IPv4 peers to this prefix length (cluster CIDRs stay excluded).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=32))]
+    pub cidr_prefix: Option<u8>,
+    /// Summarise external IPv6 peers to this prefix length.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=128))]
+    pub cidr_prefix_v6: Option<u8>,
+    /// Pod and Service CIDRs (repeatable). Default: inferred from the manifests' pod and
+    /// Service IPs (their /16 and /48).
+    #[arg(long, num_args = 1..)]
+    pub cluster_cidr: Vec<IpNet>,
+    /// Namespace of the cluster DNS pods.
+    #[arg(long, default_value = "kube-system")]
+    pub dns_namespace: String,
+    /// Label of the cluster DNS pods, `key=value` (repeatable).
+    #[arg(long, default_values_t = vec!["k8s-app=kube-dns".to_owned()])]
+    pub dns_label: Vec<String>,
+    /// Namespaces whose workloads get no policy (repeatable).
+    #[arg(long, default_values_t = vec!["kube-system".to_owned()])]
+    pub skip_namespace: Vec<String>,
+    /// Learn only workloads of these namespaces (repeatable).
+    #[arg(long)]
+    pub namespace: Vec<String>,
+    /// The ephemeral port range, `low-high`.
+    #[arg(long, default_value = "32768-60999")]
+    pub ephemeral_ports: String,
+    /// Quiet period after a workload's last new edge before it counts as stable
+    /// (`-o confidence`): seconds, or with a unit s, m, h, d.
+    #[arg(long, default_value = "24h")]
+    pub quiet_period: String,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LearnFormat {
+    /// The policies, as a multi-document YAML stream.
+    Yaml,
+    /// The flow graph, one JSON edge per line.
+    Graph,
+    /// Learning confidence per workload, one JSON object per line.
+    Confidence,
+}
+
+pub(super) fn parse_duration(s: &str) -> anyhow::Result<TimeDelta> {
+    let (num, unit) = s.trim().split_at(
+        s.trim()
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(s.trim().len()),
+    );
+    let n: i64 = num
+        .parse()
+        .with_context(|| format!("invalid duration {s:?}"))?;
+    Ok(match unit {
+        "" | "s" => TimeDelta::seconds(n),
+        "m" => TimeDelta::minutes(n),
+        "h" => TimeDelta::hours(n),
+        "d" => TimeDelta::days(n),
+        _ => bail!("invalid duration {s:?}: expected a number with s, m, h or d"),
+    })
+}
+
+pub(super) fn identity_options(
+    cluster_cidr: &[IpNet],
+    dns_namespace: &str,
+    dns_label: &[String],
+    ephemeral: &str,
+) -> anyhow::Result<IdentityOptions> {
+    let mut dns_labels = Labels::new();
+    for l in dns_label {
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("invalid --dns-label {l:?}: expected key=value"))?;
+        dns_labels.insert(k.to_owned(), v.to_owned());
+    }
+    let (lo, hi) = ephemeral
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)))
+        .filter(|(a, b)| a <= b)
+        .with_context(|| format!("invalid --ephemeral-ports {ephemeral:?}: expected low-high"))?;
+    Ok(IdentityOptions {
+        cluster_cidrs: cluster_cidr.iter().map(IpNet::trunc).collect(),
+        dns_namespace: dns_namespace.to_owned(),
+        dns_labels,
+        ephemeral: (lo, hi),
+    })
+}
+
+/// Reads JSON-lines flow records; a line that is not a record stops with its file and line.
+pub(super) fn read_flows(sources: &[String]) -> anyhow::Result<Vec<FlowRecord>> {
+    let mut out = Vec::new();
+    for src in sources {
+        let input: Box<dyn BufRead> = if src == "-" {
+            Box::new(io::stdin().lock())
+        } else {
+            let f = File::open(src).with_context(|| format!("opening {src}"))?;
+            Box::new(BufReader::with_capacity(1 << 16, f))
+        };
+        for (i, line) in input.lines().enumerate() {
+            let line = line.with_context(|| format!("reading {src}"))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let r: FlowRecord = serde_json::from_str(&line)
+                .with_context(|| format!("{src}: line {}: not a flow record", i + 1))?;
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Builds the graph from state, graphs and flows, logging what was skipped and why.
+pub(super) fn build_graph(
+    ids: &Identities<'_>,
+    flows: &[String],
+    graphs: &[PathBuf],
+    state_file: Option<&Path>,
+) -> anyhow::Result<FlowGraph> {
+    let mut graph = match state_file {
+        Some(p) => state::load(p)?,
+        None => FlowGraph::new(),
+    };
+    for g in graphs {
+        let f = File::open(g).with_context(|| format!("opening {}", g.display()))?;
+        graph.read_json_lines(BufReader::new(f), &g.display().to_string())?;
+    }
+    let records = read_flows(flows)?;
+    let batch = ids.classify_batch(&records);
+    let mut new_edges = 0usize;
+    for o in &batch.observations {
+        new_edges += usize::from(graph.observe(o));
+    }
+    let mut skipped: BTreeMap<&'static str, (usize, String)> = BTreeMap::new();
+    for (_, e) in &batch.skipped {
+        let s = skipped.entry(e.kind()).or_insert((0, e.to_string()));
+        s.0 += 1;
+    }
+    for (kind, (n, example)) in &skipped {
+        tracing::warn!(
+            reason = kind,
+            records = n,
+            "skipped flow records; for example: {example}"
+        );
+    }
+    tracing::info!(
+        records = records.len(),
+        superseded_by_receiver = batch.superseded,
+        skipped = batch.skipped.len(),
+        new_edges,
+        edges = graph.len(),
+        "flow graph built"
+    );
+    if let Some(p) = state_file {
+        state::save(p, &graph)?;
+    }
+    Ok(graph)
+}
+
+pub fn run(args: LearnArgs) -> anyhow::Result<ExitCode> {
+    if args.flows.is_empty() && args.graph.is_empty() && args.state.is_none() {
+        bail!("nothing to learn from: give --flows, --graph or --state");
+    }
+    let quiet = parse_duration(&args.quiet_period)?;
+    let loaded = super::check::load_manifests(&args.manifests)?;
+    let id_opts = identity_options(
+        &args.cluster_cidr,
+        &args.dns_namespace,
+        &args.dns_label,
+        &args.ephemeral_ports,
+    )?;
+    let synth_opts = SynthOptions {
+        namespace_default_deny: args.namespace_default_deny,
+        cidr_prefix_v4: args.cidr_prefix,
+        cidr_prefix_v6: args.cidr_prefix_v6,
+        dns_namespace: id_opts.dns_namespace.clone(),
+        dns_labels: id_opts.dns_labels.clone(),
+        skip_namespaces: args.skip_namespace.clone(),
+        only_namespaces: args.namespace.clone(),
+    };
+    let ids = Identities::new(&loaded.inventory, id_opts);
+    let graph = build_graph(&ids, &args.flows, &args.graph, args.state.as_deref())?;
+    let selectors = WorkloadSelectors::new(&ids);
+    let ctx = synth::Context {
+        identities: &ids,
+        selectors: &selectors,
+        cluster_cidrs: ids.cluster_cidrs(),
+    };
+    let learned = synth::learn(&ctx, &graph, &synth_opts);
+    learned.to_policies()?;
+    for w in &learned.warnings {
+        tracing::warn!("{w}");
+    }
+    if let Some(dir) = &args.output_dir {
+        write_dir(dir, &learned)?;
+        tracing::info!(policies = learned.policies.len(), dir = %dir.display(), "policies written");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = BufWriter::new(io::stdout().lock());
+    match args.format {
+        LearnFormat::Yaml => out.write_all(yaml_stream(&learned)?.as_bytes())?,
+        LearnFormat::Graph => graph.write_json_lines(&mut out)?,
+        LearnFormat::Confidence => {
+            for c in graph.confidence(Utc::now(), quiet) {
+                serde_json::to_writer(&mut out, &c)?;
+                out.write_all(b"\n")?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// All policies as one YAML stream.
+pub(super) fn yaml_stream(learned: &Learned) -> anyhow::Result<String> {
+    let mut s = String::new();
+    for p in &learned.policies {
+        s.push_str("---\n");
+        s.push_str(&synth::to_yaml(p)?);
+    }
+    Ok(s)
+}
+
+fn write_dir(dir: &Path, learned: &Learned) -> anyhow::Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut files = Vec::new();
+    for p in &learned.policies {
+        let name = p.file_name();
+        let path = dir.join(&name);
+        fs::write(&path, synth::to_yaml(p)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        files.push(name);
+    }
+    let k = dir.join("kustomization.yaml");
+    fs::write(&k, synth::kustomization(&files))
+        .with_context(|| format!("writing {}", k.display()))?;
+    Ok(())
+}

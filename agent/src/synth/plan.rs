@@ -1,0 +1,289 @@
+//! Planning: which rules a workload's policy needs. Edges become (peer, port) pairs per
+//! direction; peers with the same port set share one rule, so each peer appears in exactly
+//! one rule per direction and the rule set allows exactly the observed pairs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+
+use super::{Context, SynthOptions};
+use crate::{
+    flow::Protocol,
+    graph::{Edge, FlowGraph},
+    identity::{Peer, WorkloadRef},
+    policy::{Direction, Selector},
+};
+
+/// A `from`/`to` entry, in the order rules list them: same-namespace pods, pods of other
+/// namespaces, then ipBlocks.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RenderPeer {
+    /// Pods matching `selector`, in the policy's namespace (`None`) or the one named.
+    Pods {
+        namespace: Option<String>,
+        selector: Selector,
+    },
+    /// Addresses in `cidr` minus `except` (the cluster CIDRs inside it).
+    Block { cidr: IpNet, except: Vec<IpNet> },
+}
+
+/// A `ports` entry: a number, or the destination's container port name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PortItem {
+    Number(Protocol, u16),
+    Named(Protocol, String),
+}
+
+/// One rule: every peer may use every port.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RuleSpec {
+    pub peers: Vec<RenderPeer>,
+    pub ports: Vec<PortItem>,
+}
+
+/// One observed edge behind a (peer, port) pair of a direction.
+#[derive(Clone, Debug)]
+pub(super) struct EdgeNote {
+    pub direction: Direction,
+    pub peer: RenderPeer,
+    pub graph_peer: String,
+    pub port: String,
+    pub count: u64,
+    pub first_seen: Option<DateTime<Utc>>,
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+/// The rules of one workload's policy.
+#[derive(Clone, Debug)]
+pub(super) struct Plan {
+    pub workload: WorkloadRef,
+    pub namespace: String,
+    pub selector: Selector,
+    pub ingress: Vec<RuleSpec>,
+    pub egress: Vec<RuleSpec>,
+    pub notes: Vec<EdgeNote>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Plans {
+    pub policies: Vec<Plan>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Default)]
+struct Draft {
+    ingress: BTreeMap<RenderPeer, BTreeSet<PortItem>>,
+    egress: BTreeMap<RenderPeer, BTreeSet<PortItem>>,
+    notes: Vec<EdgeNote>,
+}
+
+fn host_net(ip: std::net::IpAddr) -> IpNet {
+    IpNet::from(ip)
+}
+
+/// The block an external address is allowed through: its /32 or /128, or the summary the
+/// options ask for, minus the cluster CIDRs inside it; never a block inside a cluster CIDR.
+fn external_block(ip: std::net::IpAddr, ctx: &Context<'_>, opts: &SynthOptions) -> RenderPeer {
+    let prefix = if ip.is_ipv4() {
+        opts.cidr_prefix_v4
+    } else {
+        opts.cidr_prefix_v6
+    };
+    let host = host_net(ip);
+    let net = prefix
+        .and_then(|p| IpNet::new(ip, p.min(host.max_prefix_len())).ok())
+        .map(|n| n.trunc())
+        .filter(|n| !ctx.cluster_cidrs.iter().any(|c| c.contains(n)))
+        .unwrap_or(host);
+    let mut except: Vec<IpNet> = ctx
+        .cluster_cidrs
+        .iter()
+        .filter(|c| net.contains(*c) && **c != net)
+        .copied()
+        .collect();
+    except.sort();
+    except.dedup();
+    RenderPeer::Block { cidr: net, except }
+}
+
+fn wants_policy(w: &WorkloadRef, opts: &SynthOptions) -> bool {
+    !opts.skip_namespaces.contains(&w.namespace)
+        && (opts.only_namespaces.is_empty() || opts.only_namespaces.contains(&w.namespace))
+}
+
+fn port_text(protocol: Protocol, port: Option<u16>) -> String {
+    match port {
+        Some(p) => format!("{p}/{protocol}"),
+        None => protocol.to_string(),
+    }
+}
+
+/// Plans every subject workload's policy.
+pub(super) fn plan(ctx: &Context<'_>, graph: &FlowGraph, opts: &SynthOptions) -> Plans {
+    let mut out = Plans::default();
+    let mut drafts: BTreeMap<WorkloadRef, Draft> = BTreeMap::new();
+    let mut warned: BTreeSet<String> = BTreeSet::new();
+    let mut warn = |w: String| {
+        if warned.insert(w.clone()) {
+            out.warnings.push(w);
+        }
+    };
+    let dns_peer = |subject_ns: &str| RenderPeer::Pods {
+        namespace: (subject_ns != opts.dns_namespace).then(|| opts.dns_namespace.clone()),
+        selector: Selector::from_labels(
+            opts.dns_labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        ),
+    };
+
+    for e in graph.edges() {
+        for direction in [Direction::Egress, Direction::Ingress] {
+            let (subject, other) = match direction {
+                Direction::Egress => (e.src, e.dst),
+                Direction::Ingress => (e.dst, e.src),
+            };
+            let Peer::Workload(w) = subject else { continue };
+            if !wants_policy(w, opts) {
+                continue;
+            }
+            let Some(choice) = ctx.selectors.get(w) else {
+                warn(format!(
+                    "{w}: no pod of this workload on the pod network is in the manifests; no policy learned for it"
+                ));
+                continue;
+            };
+            if !e.protocol.has_ports() {
+                warn(format!(
+                    "{} -> {} {}: NetworkPolicy cannot allow ICMP without allowing every port; not allowed",
+                    e.src, e.dst, e.protocol
+                ));
+                continue;
+            }
+            let Some(port) = e.port else {
+                warn(format!(
+                    "{} -> {} {}: no port recorded; not allowed",
+                    e.src, e.dst, e.protocol
+                ));
+                continue;
+            };
+            let (peer, ports) = match other {
+                Peer::ClusterDns => (
+                    dns_peer(&w.namespace),
+                    vec![
+                        PortItem::Number(Protocol::Udp, 53),
+                        PortItem::Number(Protocol::Tcp, 53),
+                    ],
+                ),
+                Peer::Workload(o) => {
+                    let Some(oc) = ctx.selectors.get(o) else {
+                        warn(format!(
+                            "{o}: not in the manifests with pods on the pod network; its connections with {w} are not allowed"
+                        ));
+                        continue;
+                    };
+                    if !oc.overlaps.is_empty() {
+                        let names: Vec<String> =
+                            oc.overlaps.iter().map(ToString::to_string).collect();
+                        warn(format!(
+                            "{o}: its selector {} also selects pods of {}; rules naming it allow those too",
+                            oc.selector,
+                            names.join(", ")
+                        ));
+                    }
+                    let peer = RenderPeer::Pods {
+                        namespace: (o.namespace != w.namespace).then(|| o.namespace.clone()),
+                        selector: oc.selector.clone(),
+                    };
+                    let dst_choice = match direction {
+                        Direction::Egress => oc,
+                        Direction::Ingress => choice,
+                    };
+                    (peer, vec![port_item(&e, port, Some(dst_choice))])
+                }
+                Peer::Node { ip, .. } => {
+                    let dst_choice = (direction == Direction::Ingress).then_some(choice);
+                    (
+                        RenderPeer::Block {
+                            cidr: host_net(*ip),
+                            except: Vec::new(),
+                        },
+                        vec![port_item(&e, port, dst_choice)],
+                    )
+                }
+                Peer::External(ip) => {
+                    let dst_choice = (direction == Direction::Ingress).then_some(choice);
+                    (
+                        external_block(*ip, ctx, opts),
+                        vec![port_item(&e, port, dst_choice)],
+                    )
+                }
+            };
+            let d = drafts.entry(w.clone()).or_default();
+            let map = match direction {
+                Direction::Egress => &mut d.egress,
+                Direction::Ingress => &mut d.ingress,
+            };
+            map.entry(peer.clone()).or_default().extend(ports);
+            d.notes.push(EdgeNote {
+                direction,
+                peer,
+                graph_peer: other.to_string(),
+                port: port_text(e.protocol, e.port),
+                count: e.stats.count,
+                first_seen: e.stats.first_seen,
+                last_seen: e.stats.last_seen,
+            });
+        }
+    }
+
+    for (w, d) in drafts {
+        let choice = ctx
+            .selectors
+            .get(&w)
+            .expect("drafts only for workloads with selectors");
+        if !choice.overlaps.is_empty() {
+            let names: Vec<String> = choice.overlaps.iter().map(ToString::to_string).collect();
+            warn(format!(
+                "{w}: no label selector tells its pods from those of {}; its policy applies to them too (give the workloads distinct labels)",
+                names.join(", ")
+            ));
+        }
+        out.policies.push(Plan {
+            namespace: w.namespace.clone(),
+            selector: choice.selector.clone(),
+            ingress: group(d.ingress),
+            egress: group(d.egress),
+            notes: d.notes,
+            workload: w,
+        });
+    }
+    out
+}
+
+/// The port of an edge as a rule lists it: the destination's port name when all its pods
+/// agree on one, else the number.
+fn port_item(e: &Edge<'_>, port: u16, dst: Option<&crate::identity::SelectorChoice>) -> PortItem {
+    match dst.and_then(|c| c.port_names.get(&(e.protocol, port))) {
+        Some(name) => PortItem::Named(e.protocol, name.clone()),
+        None => PortItem::Number(e.protocol, port),
+    }
+}
+
+/// Peers with the same port set share a rule; rules sorted by their peers.
+pub(super) fn group(pairs: BTreeMap<RenderPeer, BTreeSet<PortItem>>) -> Vec<RuleSpec> {
+    let mut by_ports: BTreeMap<BTreeSet<PortItem>, Vec<RenderPeer>> = BTreeMap::new();
+    for (peer, ports) in pairs {
+        by_ports.entry(ports).or_default().push(peer);
+    }
+    let mut rules: Vec<RuleSpec> = by_ports
+        .into_iter()
+        .map(|(ports, peers)| RuleSpec {
+            peers,
+            ports: ports.into_iter().collect(),
+        })
+        .collect();
+    rules.sort();
+    rules
+}
