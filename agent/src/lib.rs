@@ -15,6 +15,7 @@ pub mod cli;
 pub mod datapath;
 pub mod flow;
 pub mod inventory;
+pub mod kube;
 pub mod netif;
 pub mod policy;
 pub mod preexisting;

@@ -2,7 +2,9 @@
 //! calls on the library and decides the exit code.
 
 mod check;
+mod crd;
 mod explain;
+mod export;
 mod matrix;
 mod observe;
 
@@ -37,6 +39,10 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Print the allowed connections between every pair of workloads.
     Matrix(matrix::MatrixArgs),
+    /// Print the FlowEdges CustomResourceDefinition as YAML.
+    Crd(crd::CrdArgs),
+    /// Write the edges the agents learned, merged, as JSON lines.
+    Export(export::ExportArgs),
 }
 
 impl Command {
@@ -48,6 +54,8 @@ impl Command {
             Self::Check(args) => check::run(args),
             Self::Explain(args) => explain::run(args),
             Self::Matrix(args) => matrix::run(args),
+            Self::Crd(args) => crd::run(args),
+            Self::Export(args) => export::run(args),
         }
     }
 }
