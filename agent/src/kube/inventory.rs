@@ -53,7 +53,7 @@ pub enum PodScope {
 
 /// The state of one kind's watch, for readiness and metrics.
 #[derive(Debug)]
-pub struct WatchState {
+struct WatchState {
     synced: tokio::sync::watch::Sender<bool>,
     lists: AtomicU64,
     errors: AtomicU64,
