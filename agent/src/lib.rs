@@ -19,6 +19,7 @@ pub mod flow;
 pub mod graph;
 pub mod identity;
 pub mod inventory;
+pub mod kube;
 pub mod metrics;
 pub mod netif;
 pub mod policy;

@@ -3,6 +3,7 @@
 //! xtask depends on nothing that needs the eBPF toolchain, so that `setup` can run on a machine
 //! that does not have it yet. `test`, `demo` and `bench` run `setup` first.
 
+mod deploy;
 mod setup;
 
 use std::{
@@ -107,6 +108,7 @@ fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
             .args(["clippy", "--release", "--", "-D", "warnings"]),
     )?;
     run(root, cargo().args(["build", "-p", "trustmap", "--bins"]))?;
+    deploy::validate(root)?;
     let mut unit = cargo();
     unit.args(["test", "--workspace", "--exclude", "trustmap-e2e"]);
     if let Some(f) = filter {

@@ -3,8 +3,10 @@
 
 mod agent;
 mod check;
+mod crd;
 mod diff;
 mod explain;
+mod export;
 mod learn;
 mod matrix;
 mod observe;
@@ -46,6 +48,10 @@ pub enum Command {
     Learn(learn::LearnArgs),
     /// Compare current policies with learned ones (or observed flows), in connections.
     Diff(diff::DiffArgs),
+    /// Print the FlowEdges CustomResourceDefinition as YAML.
+    Crd(crd::CrdArgs),
+    /// Write the edges the agents learned, merged, as JSON lines.
+    Export(export::ExportArgs),
 }
 
 impl Command {
@@ -60,6 +66,8 @@ impl Command {
             Self::Agent(args) => agent::run(*args),
             Self::Learn(args) => learn::run(args),
             Self::Diff(args) => diff::run(args),
+            Self::Crd(args) => crd::run(args),
+            Self::Export(args) => export::run(args),
         }
     }
 }

@@ -1,0 +1,310 @@
+//! The inventory from the API server: one kube-rs `watcher` + `reflector` per kind (pods,
+//! namespaces, services, endpoint slices, network policies, nodes), each trimmed with
+//! `.modify()` and retried with the default backoff.
+//!
+//! Recovery is the watcher's: a watch that ends is resumed from the last resourceVersion; a
+//! `410 Gone` (the version is too old, after a long outage) makes it list again, and the store
+//! swaps the new list in whole at `InitDone`, so objects deleted meanwhile disappear. Errors
+//! (5xx, connection refused) are retried after the default backoff (0.8 s doubling to 30 s,
+//! jittered, reset after 2 minutes of health), while the stores keep serving their last state.
+
+use std::{
+    fmt::Debug,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use futures::{Stream, StreamExt as _};
+use k8s_openapi::api::{
+    core::v1::{Namespace, Node, Pod, Service},
+    discovery::v1::EndpointSlice,
+    networking::v1::NetworkPolicy,
+};
+use kube::{
+    Api, Client, Resource,
+    runtime::{
+        WatchStreamExt as _,
+        reflector::{self, Store},
+        watcher::{self, Event},
+    },
+};
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+
+use super::snapshot::{
+    Objects, trim_endpoint_slice, trim_namespace, trim_network_policy, trim_node, trim_pod,
+    trim_service,
+};
+use crate::inventory::Loaded;
+
+/// Which pods to watch.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum PodScope {
+    /// Every pod of the cluster: needed to name the remote end of a connection and to evaluate
+    /// policies whose peers are pods on other nodes.
+    #[default]
+    Cluster,
+    /// Only the pods of this node (field selector `spec.nodeName=<node>`): less memory and API
+    /// traffic, but remote peers are then known by IP only.
+    Node(String),
+}
+
+/// The state of one kind's watch, for readiness and metrics.
+#[derive(Debug)]
+struct WatchState {
+    synced: tokio::sync::watch::Sender<bool>,
+    lists: AtomicU64,
+    errors: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// A copy of a [`WatchState`] at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchStatus {
+    pub kind: &'static str,
+    /// The first list is complete: the store holds the whole (selected) collection.
+    pub synced: bool,
+    /// Lists started: 1 at start, one more per relist (after a `410 Gone`).
+    pub lists: u64,
+    /// Errors seen (each followed by a backoff and a retry).
+    pub errors: u64,
+    pub last_error: Option<String>,
+}
+
+impl Default for WatchState {
+    fn default() -> Self {
+        Self {
+            synced: tokio::sync::watch::Sender::new(false),
+            lists: AtomicU64::default(),
+            errors: AtomicU64::default(),
+            last_error: Mutex::default(),
+        }
+    }
+}
+
+impl WatchState {
+    fn observe<K>(&self, kind: &'static str, item: &Result<Event<K>, watcher::Error>) {
+        match item {
+            Ok(Event::Init) => {
+                let n = self.lists.fetch_add(1, Ordering::Relaxed) + 1;
+                if n > 1 {
+                    tracing::info!(kind, lists = n, "listing again");
+                }
+            }
+            Ok(Event::InitDone) => {
+                if !self.synced.send_replace(true) {
+                    tracing::info!(kind, "initial list done");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(kind, error = %e, "watch failed; retrying after backoff");
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            }
+        }
+    }
+
+    fn status(&self, kind: &'static str) -> WatchStatus {
+        WatchStatus {
+            kind,
+            synced: *self.synced.borrow(),
+            lists: self.lists.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+}
+
+struct Reflected<K: Resource<DynamicType = ()> + Clone + 'static> {
+    kind: &'static str,
+    store: Store<K>,
+    state: Arc<WatchState>,
+}
+
+impl<K> Reflected<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    /// Starts the watch task of one kind.
+    fn start(
+        kind: &'static str,
+        api: Api<K>,
+        config: watcher::Config,
+        trim: fn(&mut K),
+        tasks: &mut Vec<JoinHandle<()>>,
+    ) -> Self {
+        let (store, writer) = reflector::store();
+        let state = Arc::new(WatchState::default());
+        let stream = reflector::reflector(
+            writer,
+            watcher::watcher(api, config).default_backoff().modify(trim),
+        );
+        tasks.push(tokio::spawn(drive(kind, stream, state.clone())));
+        Self { kind, store, state }
+    }
+
+    fn objects(&self) -> Vec<Arc<K>> {
+        self.store.state()
+    }
+
+    fn status(&self) -> WatchStatus {
+        self.state.status(self.kind)
+    }
+}
+
+async fn drive<K>(
+    kind: &'static str,
+    stream: impl Stream<Item = Result<Event<K>, watcher::Error>>,
+    state: Arc<WatchState>,
+) {
+    let mut stream = std::pin::pin!(stream);
+    while let Some(item) = stream.next().await {
+        state.observe(kind, &item);
+    }
+    // The watcher never ends by itself; reaching here means the runtime is shutting down.
+    tracing::debug!(kind, "watch ended");
+}
+
+/// The cluster's inventory, kept up to date by watches. Dropping it stops the watches.
+pub struct KubeInventory {
+    namespaces: Reflected<Namespace>,
+    nodes: Reflected<Node>,
+    pods: Reflected<Pod>,
+    services: Reflected<Service>,
+    endpoint_slices: Reflected<EndpointSlice>,
+    network_policies: Reflected<NetworkPolicy>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl KubeInventory {
+    /// Starts the watches on `client`; must be called inside a tokio runtime. Returns at once:
+    /// see [`synced`](Self::synced) and [`wait_synced`](Self::wait_synced).
+    pub fn start(client: Client, pods: PodScope) -> Self {
+        let mut tasks = Vec::new();
+        let all = watcher::Config::default;
+        let pod_config = match &pods {
+            PodScope::Cluster => all(),
+            PodScope::Node(node) => all().fields(&format!("spec.nodeName={node}")),
+        };
+        Self {
+            namespaces: Reflected::start(
+                "Namespace",
+                Api::all(client.clone()),
+                all(),
+                trim_namespace,
+                &mut tasks,
+            ),
+            nodes: Reflected::start(
+                "Node",
+                Api::all(client.clone()),
+                all(),
+                trim_node,
+                &mut tasks,
+            ),
+            pods: Reflected::start(
+                "Pod",
+                Api::all(client.clone()),
+                pod_config,
+                trim_pod,
+                &mut tasks,
+            ),
+            services: Reflected::start(
+                "Service",
+                Api::all(client.clone()),
+                all(),
+                trim_service,
+                &mut tasks,
+            ),
+            endpoint_slices: Reflected::start(
+                "EndpointSlice",
+                Api::all(client.clone()),
+                all(),
+                trim_endpoint_slice,
+                &mut tasks,
+            ),
+            network_policies: Reflected::start(
+                "NetworkPolicy",
+                Api::all(client),
+                all(),
+                trim_network_policy,
+                &mut tasks,
+            ),
+            tasks,
+        }
+    }
+
+    /// Every watch has completed its first list (for `/readyz`). Stays true through later
+    /// outages: the stores then serve their last state while the watches retry.
+    pub fn synced(&self) -> bool {
+        self.status().iter().all(|s| s.synced)
+    }
+
+    /// Waits until [`synced`](Self::synced).
+    pub async fn wait_synced(&self) {
+        let states = [
+            &self.namespaces.state,
+            &self.nodes.state,
+            &self.pods.state,
+            &self.services.state,
+            &self.endpoint_slices.state,
+            &self.network_policies.state,
+        ];
+        for state in states {
+            // The sender lives as long as `self`: waiting cannot fail.
+            let _ = state.synced.subscribe().wait_for(|synced| *synced).await;
+        }
+    }
+
+    /// The state of each watch, in a fixed order.
+    pub fn status(&self) -> Vec<WatchStatus> {
+        vec![
+            self.namespaces.status(),
+            self.nodes.status(),
+            self.pods.status(),
+            self.services.status(),
+            self.endpoint_slices.status(),
+            self.network_policies.status(),
+        ]
+    }
+
+    /// The stores' contents now.
+    pub fn objects(&self) -> Objects {
+        Objects {
+            namespaces: self.namespaces.objects(),
+            nodes: self.nodes.objects(),
+            pods: self.pods.objects(),
+            services: self.services.objects(),
+            endpoint_slices: self.endpoint_slices.objects(),
+            network_policies: self.network_policies.objects(),
+        }
+    }
+
+    /// The inventory and policies of the stores now, with notes on objects left out.
+    pub fn snapshot(&self) -> Loaded {
+        self.objects().build()
+    }
+
+    /// The names of the nodes in the store (for the garbage collection of `FlowEdges`).
+    pub fn node_names(&self) -> Vec<String> {
+        self.nodes
+            .objects()
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .collect()
+    }
+}
+
+impl Drop for KubeInventory {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

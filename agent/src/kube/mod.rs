@@ -1,0 +1,77 @@
+//! The Kubernetes side of the agent: the inventory from the API server, and the `FlowEdges`
+//! custom resource through which agents share what they learned.
+//!
+//! ```text
+//!   API server ──watch+reflect (inventory)──▶ stores ──snapshot──▶ Inventory + Policy (inventory, policy)
+//!
+//!   agent on node N: edges ──shard──▶ FlowEdges N-0, N-1 … ──server-side apply (publish)──▶ API server
+//!   trustmap export --from-cluster ◀──list + merge (export)── FlowEdges of every node
+//! ```
+//!
+//! `snapshot` and `crd` are pure; `inventory`, `publish` and `export` talk to the API server
+//! through a `kube::Client` and nothing else (no files, no clock of their own).
+
+pub mod crd;
+pub mod export;
+pub mod inventory;
+pub mod publish;
+pub mod snapshot;
+
+pub use crd::{EdgeRecord, FlowEdges, FlowEdgesSpec};
+pub use export::{client_from_kubeconfig, fetch_edges, write_json_lines};
+pub use inventory::{KubeInventory, PodScope, WatchStatus};
+pub use publish::{FIELD_MANAGER, PublishReport, Publisher, collect_garbage};
+
+/// The namespace the manifests in deploy/ install trustmap into, where `FlowEdges` live.
+pub const DEFAULT_NAMESPACE: &str = "trustmap-system";
+
+/// Why a call to the API server, or the setup of a client, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    /// The kubeconfig file could not be read or used.
+    #[error("kubeconfig {path}: {message}")]
+    Kubeconfig { path: String, message: String },
+    /// No kubeconfig and no in-cluster service account were found.
+    #[error(
+        "no cluster to talk to: {message}; pass --kubeconfig, set KUBECONFIG, or run inside a pod"
+    )]
+    InferConfig { message: String },
+    /// The client could not be built from the configuration (TLS, proxy, auth plugin).
+    #[error("building the Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+    /// Listing objects failed.
+    #[error("listing {what}: {source}")]
+    List {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Reading one object failed.
+    #[error("reading {what}: {source}")]
+    Get {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// The server-side apply of an object failed.
+    #[error("applying FlowEdges {namespace}/{name}: {source}")]
+    Apply {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Deleting an object failed.
+    #[error("deleting FlowEdges {namespace}/{name}: {source}")]
+    Delete {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Whether an API error is a 404: the object is already gone.
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
