@@ -190,7 +190,7 @@ impl Drop for Ping {
 }
 
 #[test]
-fn sigkill_leaves_no_orphan_and_traffic_flows_through_start_stop_and_kill() {
+fn sigkill_leaves_no_orphan_and_tcx_traffic_flows_through_start_stop_and_kill() {
     require_root();
     let cluster = two_pods();
     let (client, server) = (cluster.pod("client"), cluster.pod("server"));
@@ -199,12 +199,21 @@ fn sigkill_leaves_no_orphan_and_traffic_flows_through_start_stop_and_kill() {
         &server.netns,
         SocketAddr::new(IpAddr::V4(server.ipv4), 7001),
     );
-    let ping = Ping::start(
+    // Continuity is asserted over the TCX cycles: attaching a TCX link changes no qdisc. Adding
+    // or deleting a clsact qdisc (needed on kernels before 6.6) can itself drop a packet in
+    // flight; we measured that with `tc qdisc add/del` alone, without trustmap.
+    let mut ping = Some(Ping::start(
         &client.netns,
         SocketAddr::new(IpAddr::V4(server.ipv4), 7001),
-    );
+    ));
+    let mut continuity = None;
 
     for mode in ["tcx", "clsact"] {
+        if mode == "clsact"
+            && let Some(p) = ping.take()
+        {
+            continuity = Some(p.finish());
+        }
         // Start, then SIGKILL: TCX links die with the process; clsact filters stay behind.
         let mut killed = Agent::start(
             &format!("kill-{mode}"),
@@ -237,9 +246,8 @@ fn sigkill_leaves_no_orphan_and_traffic_flows_through_start_stop_and_kill() {
         next.stop();
         assert_nothing_of_ours(&cluster);
     }
-    std::thread::sleep(Duration::from_millis(100));
-    let (sent, got, missing) = ping.finish();
-    assert!(sent > 50, "too little traffic to judge: {sent}");
+    let (sent, got, missing) = continuity.expect("ping ran over the TCX cycles");
+    assert!(sent > 20, "too little traffic to judge: {sent}");
     assert_eq!(
         got, sent,
         "packets lost while the agent started, stopped and was killed: {missing:?}"

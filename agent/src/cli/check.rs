@@ -180,8 +180,9 @@ fn write_row(out: &mut impl Write, r: &FlowRecord, e: &Explanation) -> io::Resul
         "{:<7} {:<11} {:<40} {:<40} {:<34} {}",
         e.verdict.to_uppercase(),
         port,
-        r.src.to_string(),
-        r.dst.to_string(),
+        // What the ends resolved to (pod or workload names), which says more than an address.
+        e.source,
+        e.destination,
         short(&e.egress),
         short(&e.ingress)
     )

@@ -1,15 +1,117 @@
 //! `cargo xtask demo`: the product's story on an embedded example app.
 //!
-//! A shop (frontend, api, db, cache) and a DNS server pod run in a mini-cluster of network
-//! namespaces, with an external payment host. The real agent observes their traffic; the demo
-//! prints what it saw.
+//! A shop (frontend, api, db, cache) and a DNS server run in a mini-cluster of network namespaces,
+//! with an external payment host. A NetworkPolicy already exists and is too permissive in one
+//! place and wrong in another. The demo observes the traffic with the real agent, learns
+//! least-privilege policies, diffs them against the existing one, and prints the would-deny
+//! flags.
 
 use std::{
     net::{IpAddr, SocketAddr},
+    path::Path,
+    process::Command,
     time::Duration,
 };
 
-use trustmap_e2e::{Agent, Cluster, ClusterSpec, TcpServer, UdpServer, tcp_connect, udp_request};
+use trustmap_e2e::{
+    Agent, Cluster, ClusterSpec, Pod, TcpServer, UdpServer, tcp_connect, udp_request,
+};
+
+/// The policy the shop already has: api open to every namespace on every port (too wide), and a
+/// db policy that expects a `tier: backend` label the api pods do not carry (wrong).
+const EXISTING_POLICY: &str = r#"---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: api-open
+  namespace: shop
+spec:
+  podSelector:
+    matchLabels: {app: api}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - namespaceSelector: {}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: db-from-backend
+  namespace: shop
+spec:
+  podSelector:
+    matchLabels: {app: db}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - podSelector:
+        matchLabels: {tier: backend}
+    ports:
+    - port: 5432
+"#;
+
+fn deployment(
+    name: &str,
+    ns: &str,
+    labels: &[(&str, &str)],
+    port: Option<(u16, &str, &str)>,
+) -> String {
+    let labels_yaml: String = labels
+        .iter()
+        .map(|(k, v)| format!("\n        {k}: {v}"))
+        .collect();
+    let ports = port.map_or(String::new(), |(p, n, proto)| {
+        format!("\n        ports:\n        - containerPort: {p}\n          name: {n}\n          protocol: {proto}")
+    });
+    format!(
+        "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  selector:\n    matchLabels:{sel}\n  template:\n    metadata:\n      labels:{labels_yaml}\n    spec:\n      containers:\n      - name: main\n        image: example/{name}{ports}\n",
+        sel = labels
+            .iter()
+            .map(|(k, v)| format!("\n      {k}: {v}"))
+            .collect::<String>(),
+    )
+}
+
+fn pod(
+    p: &Pod,
+    ns: &str,
+    workload: &str,
+    labels: &[(&str, &str)],
+    port: Option<(u16, &str, &str)>,
+) -> String {
+    let ports = port.map_or(String::new(), |(p, n, proto)| {
+        format!("\n    ports:\n    - containerPort: {p}\n      name: {n}\n      protocol: {proto}")
+    });
+    let labels_yaml: String = labels
+        .iter()
+        .chain(&[("pod-template-hash", "5d8f7c")])
+        .map(|(k, v)| format!("\n    {k}: {v}"))
+        .collect();
+    format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {workload}-5d8f7c-x1\n  namespace: {ns}\n  labels:{labels_yaml}\n  ownerReferences:\n  - apiVersion: apps/v1\n    kind: ReplicaSet\n    name: {workload}-5d8f7c\n    controller: true\n    uid: 00000000-0000-0000-0000-000000000001\nspec:\n  nodeName: node-{node}\n  containers:\n  - name: main\n    image: example/{workload}{ports}\nstatus:\n  phase: Running\n  podIP: {v4}\n  podIPs:\n  - ip: {v4}\n  - ip: {v6}\n",
+        node = p.spec.node,
+        v4 = p.ipv4,
+        v6 = p.ipv6,
+    )
+}
+
+fn trustmap(args: &[&str]) -> (bool, String) {
+    let bin = std::env::var_os("TRUSTMAP_BIN").unwrap_or_else(|| "target/debug/trustmap".into());
+    let out = Command::new(bin)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running trustmap");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() && out.status.code() != Some(1) {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    (out.status.success(), text)
+}
+
+fn section(title: &str) {
+    println!("\n\x1b[1m== {title}\x1b[0m");
+}
 
 fn main() {
     trustmap_e2e::require_root();
@@ -20,7 +122,7 @@ fn main() {
         .pod(2, "cache", &[("app", "cache")])
         .pod(1, "coredns", &[("k8s-app", "kube-dns")])
         .external("payment");
-    println!("== building the mini-cluster: 2 nodes, 5 pods, 1 external host");
+    section("building the mini-cluster: 2 nodes, 5 pods, 1 external host");
     let cluster = Cluster::start(&spec);
     for p in cluster.pods() {
         println!(
@@ -31,19 +133,75 @@ fn main() {
     let (pay_ns, pay_ip) = cluster.external("payment");
     println!("   external payment  {pay_ip}");
 
-    let pattern = cluster.pod_interface_pattern();
-    println!("\n== trustmap observe --interface '{pattern}'");
-    let mut agent = Agent::start("demo", &["observe", "--interface", &pattern]);
-
-    let pod = |n: &str| cluster.pod(n).clone();
-    let (frontend, api, db, cache, dns) = (
-        pod("frontend"),
-        pod("api"),
-        pod("db"),
-        pod("cache"),
-        pod("coredns"),
+    // The manifests that describe the cluster (there is no API server here).
+    let work = std::env::temp_dir().join(format!("trustmap-demo-{}", cluster.prefix));
+    let (manifests, current, learned) = (
+        work.join("manifests"),
+        work.join("current"),
+        work.join("learned"),
     );
-    let v4 = |p: &trustmap_e2e::Pod, port| SocketAddr::new(IpAddr::V4(p.ipv4), port);
+    for d in [&manifests, &current] {
+        std::fs::create_dir_all(d).expect("demo dirs");
+    }
+    let p = |n: &str| cluster.pod(n).clone();
+    let (frontend, api, db, cache, dns) =
+        (p("frontend"), p("api"), p("db"), p("cache"), p("coredns"));
+    let mut text = String::from(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: kube-system\n",
+    );
+    for (pd, ns, name, labels, port) in [
+        (
+            &frontend,
+            "shop",
+            "frontend",
+            &[("app", "frontend")][..],
+            None,
+        ),
+        (
+            &api,
+            "shop",
+            "api",
+            &[("app", "api")][..],
+            Some((8080, "http", "TCP")),
+        ),
+        (
+            &db,
+            "shop",
+            "db",
+            &[("app", "db")][..],
+            Some((5432, "postgres", "TCP")),
+        ),
+        (
+            &cache,
+            "shop",
+            "cache",
+            &[("app", "cache")][..],
+            Some((6379, "redis", "TCP")),
+        ),
+        (
+            &dns,
+            "kube-system",
+            "coredns",
+            &[("k8s-app", "kube-dns")][..],
+            Some((53, "dns", "UDP")),
+        ),
+    ] {
+        text += &deployment(name, ns, labels, port);
+        text += &pod(pd, ns, name, labels, port);
+    }
+    std::fs::write(manifests.join("cluster.yaml"), &text).expect("manifests");
+    std::fs::write(current.join("existing.yaml"), EXISTING_POLICY).expect("policy");
+    let all_manifests = [
+        manifests.display().to_string(),
+        current.display().to_string(),
+    ];
+
+    let pattern = cluster.pod_interface_pattern();
+    section(&format!(
+        "1. observe: trustmap observe --interface '{pattern}'"
+    ));
+    let mut agent = Agent::start("demo", &["observe", "--interface", &pattern]);
+    let v4 = |p: &Pod, port| SocketAddr::new(IpAddr::V4(p.ipv4), port);
     let _servers = (
         TcpServer::start(&api.netns, v4(&api, 8080)),
         TcpServer::start(&db.netns, v4(&db, 5432)),
@@ -61,7 +219,8 @@ fn main() {
     tcp_connect(&api.netns, SocketAddr::new(pay_ip, 443));
     std::thread::sleep(Duration::from_millis(200));
     let records = agent.stop();
-
+    let flows = work.join("flows.jsonl");
+    std::fs::copy(&agent.output, &flows).expect("keep flows");
     let name_of = |ip: &str| -> String {
         cluster
             .pods()
@@ -76,18 +235,15 @@ fn main() {
                 }
             })
     };
+    println!("   {} connection starts observed:", records.len());
     println!(
-        "\n== observed connection starts ({} records)",
-        records.len()
-    );
-    println!(
-        "   {:<7} {:<22} {:<22} {:>5}  {:<10} initiator",
-        "proto", "src", "dst", "port", "seen on"
+        "   {:<7} {:<24} {:<24} {:>5}  initiator",
+        "proto", "src", "dst", "port"
     );
     for r in &records {
         let s = |f: &str| r[f].as_str().unwrap_or("").to_owned();
         println!(
-            "   {:<7} {:<22} {:<22} {:>5}  {:<10} {}",
+            "   {:<7} {:<24} {:<24} {:>5}  {}",
             s("protocol"),
             format!("{} ({})", s("src"), name_of(&s("src"))),
             format!("{} ({})", s("dst"), name_of(&s("dst"))),
@@ -95,12 +251,78 @@ fn main() {
                 .as_u64()
                 .map(|p| p.to_string())
                 .unwrap_or_default(),
-            s("interface"),
             s("initiator"),
         );
     }
     println!(
-        "\n   raw JSON line: {}",
+        "   raw record: {}",
         records.first().map(|r| r.to_string()).unwrap_or_default()
     );
+
+    section("2. learn: trustmap learn --manifests ... --flows flows.jsonl --output learned/");
+    let flows_s = flows.display().to_string();
+    let learned_s = learned.display().to_string();
+    trustmap(&[
+        "learn",
+        "--manifests",
+        &all_manifests[0],
+        "--flows",
+        &flows_s,
+        "--output",
+        &learned_s,
+    ]);
+    let (_, yaml) = trustmap(&[
+        "learn",
+        "--manifests",
+        &all_manifests[0],
+        "--flows",
+        &flows_s,
+    ]);
+    for line in yaml.lines() {
+        println!("   {line}");
+    }
+
+    section("3. would-deny: trustmap check --manifests ... --flows flows.jsonl -o table");
+    let (_, table) = trustmap(&[
+        "check",
+        "--manifests",
+        &all_manifests[0],
+        &all_manifests[1],
+        "--flows",
+        &flows_s,
+        "-o",
+        "table",
+    ]);
+    for line in table.lines() {
+        println!("   {line}");
+    }
+
+    section("4. review: trustmap diff --manifests ... --current current/ --learned learned/");
+    let (_, diff) = trustmap(&[
+        "diff",
+        "--manifests",
+        &all_manifests[0],
+        "--current",
+        &all_manifests[1],
+        "--learned",
+        &learned_s,
+    ]);
+    // What enforcing the current policies would break first, then the excess privilege.
+    let mut lines: Vec<&str> = diff.lines().collect();
+    if !lines.is_empty() {
+        let header = lines.remove(0);
+        lines.sort_by_key(|l| !l.starts_with("DENIED"));
+        println!("   {header}");
+    }
+    for line in lines.iter().take(24) {
+        println!("   {line}");
+    }
+    if lines.len() > 24 {
+        println!(
+            "   ... ({} rows in all; -o json for everything)",
+            lines.len()
+        );
+    }
+    println!("\n   files: {}", work.display());
+    let _ = std::fs::remove_dir_all(Path::new(&work).join("manifests/.keep"));
 }
