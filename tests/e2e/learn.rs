@@ -12,38 +12,10 @@ use std::{
 };
 
 use trustmap_e2e::{
-    Agent, Cluster, ClusterSpec, Pod, TcpServer, UdpServer, require_root, tcp_connect, udp_request,
+    Agent, Cluster, ClusterSpec, Pod, TcpServer, UdpServer,
+    manifests::{self, PodOptions},
+    require_root, tcp_connect, udp_request,
 };
-
-fn pod_manifest(p: &Pod, owner: Option<(&str, &str)>, ports: &str) -> String {
-    let mut labels: Vec<String> = p
-        .spec
-        .labels
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}"))
-        .collect();
-    let owner = match owner {
-        Some((kind, name)) => {
-            if kind == "ReplicaSet" {
-                labels.push("pod-template-hash: 5f7c8".into());
-            }
-            format!(
-                "\n  ownerReferences: [{{apiVersion: apps/v1, kind: {kind}, name: {name}, uid: u, controller: true}}]"
-            )
-        }
-        None => String::new(),
-    };
-    format!(
-        "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {}\n  namespace: e2e\n  labels: {{{}}}{owner}\n\
-         spec: {{nodeName: node{}, containers: [{{name: c, image: x, ports: [{ports}]}}]}}\n\
-         status: {{phase: Running, podIPs: [{{ip: {}}}, {{ip: \"{}\"}}]}}\n",
-        p.spec.name,
-        labels.join(", "),
-        p.spec.node,
-        p.ipv4,
-        p.ipv6
-    )
-}
 
 fn trustmap(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(trustmap_e2e_binary())
@@ -121,14 +93,15 @@ fn learned_policies_allow_observed_flows_and_deny_unobserved_probes() {
     let text: String = records.iter().map(|r| format!("{r}\n")).collect();
     fs::write(&flows, text).unwrap();
     let manifests = dir.join("cluster.yaml");
-    let mut m = String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: e2e}\n");
-    m += &pod_manifest(web, Some(("ReplicaSet", "web-5f7c8")), "");
-    m += &pod_manifest(
+    let mut m = manifests::namespace("e2e", &[]);
+    let pod = |p, owner, ports| manifests::pod(p, "e2e", &PodOptions { owner, ports });
+    m += &pod(web, Some(("ReplicaSet", "web-5f7c8")), &[]);
+    m += &pod(
         api,
         None,
-        "{name: http, containerPort: 8080}, {containerPort: 5353, protocol: UDP}",
+        &[(8080, Some("http"), "TCP"), (5353, None, "UDP")],
     );
-    m += &pod_manifest(db, Some(("StatefulSet", "db")), "{containerPort: 5432}");
+    m += &pod(db, Some(("StatefulSet", "db")), &[(5432, None, "TCP")]);
     fs::write(&manifests, m).unwrap();
 
     let learned = dir.join("learned");

@@ -17,6 +17,7 @@
 mod agent;
 mod cluster;
 mod kernel;
+pub mod manifests;
 mod traffic;
 
 pub use agent::Agent;

@@ -14,7 +14,9 @@ use std::{
 };
 
 use trustmap_e2e::{
-    Agent, Cluster, ClusterSpec, Pod, TcpServer, UdpServer, tcp_connect, udp_request,
+    Agent, Cluster, ClusterSpec, Pod, TcpServer, UdpServer,
+    manifests::{self, PodOptions},
+    tcp_connect, udp_request,
 };
 
 /// The policy the shop already has: api open to every namespace on every port (too wide), and a
@@ -49,51 +51,6 @@ spec:
     ports:
     - port: 5432
 "#;
-
-fn deployment(
-    name: &str,
-    ns: &str,
-    labels: &[(&str, &str)],
-    port: Option<(u16, &str, &str)>,
-) -> String {
-    let labels_yaml: String = labels
-        .iter()
-        .map(|(k, v)| format!("\n        {k}: {v}"))
-        .collect();
-    let ports = port.map_or(String::new(), |(p, n, proto)| {
-        format!("\n        ports:\n        - containerPort: {p}\n          name: {n}\n          protocol: {proto}")
-    });
-    format!(
-        "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  selector:\n    matchLabels:{sel}\n  template:\n    metadata:\n      labels:{labels_yaml}\n    spec:\n      containers:\n      - name: main\n        image: example/{name}{ports}\n",
-        sel = labels
-            .iter()
-            .map(|(k, v)| format!("\n      {k}: {v}"))
-            .collect::<String>(),
-    )
-}
-
-fn pod(
-    p: &Pod,
-    ns: &str,
-    workload: &str,
-    labels: &[(&str, &str)],
-    port: Option<(u16, &str, &str)>,
-) -> String {
-    let ports = port.map_or(String::new(), |(p, n, proto)| {
-        format!("\n    ports:\n    - containerPort: {p}\n      name: {n}\n      protocol: {proto}")
-    });
-    let labels_yaml: String = labels
-        .iter()
-        .chain(&[("pod-template-hash", "5d8f7c")])
-        .map(|(k, v)| format!("\n    {k}: {v}"))
-        .collect();
-    format!(
-        "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {workload}-5d8f7c-x1\n  namespace: {ns}\n  labels:{labels_yaml}\n  ownerReferences:\n  - apiVersion: apps/v1\n    kind: ReplicaSet\n    name: {workload}-5d8f7c\n    controller: true\n    uid: 00000000-0000-0000-0000-000000000001\nspec:\n  nodeName: node-{node}\n  containers:\n  - name: main\n    image: example/{workload}{ports}\nstatus:\n  phase: Running\n  podIP: {v4}\n  podIPs:\n  - ip: {v4}\n  - ip: {v6}\n",
-        node = p.spec.node,
-        v4 = p.ipv4,
-        v6 = p.ipv6,
-    )
-}
 
 fn trustmap(args: &[&str]) -> (bool, String) {
     let bin = std::env::var_os("TRUSTMAP_BIN").unwrap_or_else(|| "target/debug/trustmap".into());
@@ -135,64 +92,62 @@ fn main() {
 
     // The manifests that describe the cluster (there is no API server here).
     let work = std::env::temp_dir().join(format!("trustmap-demo-{}", cluster.prefix));
-    let (manifests, current, learned) = (
+    let (manifests_dir, current, learned) = (
         work.join("manifests"),
         work.join("current"),
         work.join("learned"),
     );
-    for d in [&manifests, &current] {
+    for d in [&manifests_dir, &current] {
         std::fs::create_dir_all(d).expect("demo dirs");
     }
     let p = |n: &str| cluster.pod(n).clone();
     let (frontend, api, db, cache, dns) =
         (p("frontend"), p("api"), p("db"), p("cache"), p("coredns"));
-    let mut text = String::from(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: kube-system\n",
-    );
-    for (pd, ns, name, labels, port) in [
-        (
-            &frontend,
-            "shop",
-            "frontend",
-            &[("app", "frontend")][..],
-            None,
-        ),
+    let mut text = manifests::namespace("shop", &[]) + &manifests::namespace("kube-system", &[]);
+    let app = |v| [("app", v)];
+    for (pd, ns, name, labels, ports) in [
+        (&frontend, "shop", "frontend", app("frontend"), &[][..]),
         (
             &api,
             "shop",
             "api",
-            &[("app", "api")][..],
-            Some((8080, "http", "TCP")),
+            app("api"),
+            &[(8080, Some("http"), "TCP")][..],
         ),
         (
             &db,
             "shop",
             "db",
-            &[("app", "db")][..],
-            Some((5432, "postgres", "TCP")),
+            app("db"),
+            &[(5432, Some("postgres"), "TCP")][..],
         ),
         (
             &cache,
             "shop",
             "cache",
-            &[("app", "cache")][..],
-            Some((6379, "redis", "TCP")),
+            app("cache"),
+            &[(6379, Some("redis"), "TCP")][..],
         ),
         (
             &dns,
             "kube-system",
             "coredns",
-            &[("k8s-app", "kube-dns")][..],
-            Some((53, "dns", "UDP")),
+            [("k8s-app", "kube-dns")],
+            &[(53, Some("dns"), "UDP")][..],
         ),
     ] {
-        text += &deployment(name, ns, labels, port);
-        text += &pod(pd, ns, name, labels, port);
+        text += &manifests::deployment(name, ns, &labels, ports);
+        let owner = format!("{name}-5d8f7c");
+        let options = PodOptions {
+            owner: Some(("ReplicaSet", &owner)),
+            ports,
+        };
+        text += &manifests::pod(pd, ns, &options);
     }
-    std::fs::write(manifests.join("cluster.yaml"), &text).expect("manifests");
+    std::fs::write(manifests_dir.join("cluster.yaml"), &text).expect("manifests");
     std::fs::write(current.join("existing.yaml"), EXISTING_POLICY).expect("policy");
     let all_manifests = [
-        manifests.display().to_string(),
+        manifests_dir.display().to_string(),
         current.display().to_string(),
     ];
 
