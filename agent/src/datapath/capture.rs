@@ -61,14 +61,14 @@ impl Capture {
         };
         for link in links {
             if capture.filter.matches(&link) {
-                capture.attach(link.index, &link.name);
+                capture.attach(link.index, &link.name, true);
             }
         }
         Ok(capture)
     }
 
-    fn attach(&mut self, index: u32, name: &str) {
-        match self.dp.attach(index, name) {
+    fn attach(&mut self, index: u32, name: &str, existed_before_start: bool) {
+        match self.dp.attach(index, name, existed_before_start) {
             Ok(()) => {
                 self.names.insert(index, name.to_owned());
             }
@@ -125,7 +125,7 @@ impl Capture {
                 }
                 change = self.watcher.next() => match change {
                     Some(LinkChange::Present(link)) if self.filter.matches(&link) => {
-                        self.attach(link.index, &link.name);
+                        self.attach(link.index, &link.name, false);
                     }
                     Some(LinkChange::Present(link)) => {
                         // Renamed to something we do not watch.

@@ -183,12 +183,20 @@ impl Datapath {
     }
 
     /// Attaches both programs to `interface` (index `ifindex`). Attaching twice is a no-op.
-    pub fn attach(&mut self, ifindex: u32, interface: &str) -> Result<(), Error> {
+    /// `existed_before_start` asks to look for filters a killed predecessor left behind first;
+    /// an interface that appeared while we run cannot have any, and skipping the look keeps new
+    /// pods' attach latency low.
+    pub fn attach(
+        &mut self,
+        ifindex: u32,
+        interface: &str,
+        existed_before_start: bool,
+    ) -> Result<(), Error> {
         if self.attached.contains_key(&ifindex) {
             return Ok(());
         }
         // A predecessor's leftover filters mean its clsact qdisc is ours to remove later too.
-        let inherited_clsact = remove_orphans(interface);
+        let inherited_clsact = existed_before_start && remove_orphans(interface);
         let ((links, added_clsact), mode) = match self.mode {
             AttachMode::Tcx | AttachMode::Clsact => {
                 (self.attach_links(interface, self.mode)?, self.mode)

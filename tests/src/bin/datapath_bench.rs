@@ -28,6 +28,55 @@ fn main() {
     per_packet();
     throughput();
     burst();
+    attach_latency();
+}
+
+/// Time from `ip link add` of a new veth to the agent's "attached" log line, whose timestamp
+/// the agent writes when the TC programs are in place.
+fn attach_latency() {
+    let cluster = Cluster::start(&ClusterSpec::new(1).pod(1, "a", &[("app", "a")]));
+    let pattern = cluster.pod_interface_pattern();
+    let mut agent = Agent::start("attach", &["observe", "--interface", &pattern]);
+    let mut samples = Vec::new();
+    for i in 0..10 {
+        let name = format!("{}p9{i}", cluster.prefix);
+        let t0 = chrono::Utc::now();
+        let ok = Command::new("ip")
+            .args([
+                "link",
+                "add",
+                &name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &format!("{name}x"),
+            ])
+            .status()
+            .expect("ip link add")
+            .success();
+        assert!(ok, "ip link add {name}");
+        let needle = format!("attached interface=\"{name}\"");
+        agent.wait_for_log(&needle, Duration::from_secs(5));
+        let log = agent.log_text();
+        let line = log
+            .lines()
+            .find(|l| l.contains(&needle))
+            .expect("attach line");
+        let ts: chrono::DateTime<chrono::Utc> = line
+            .split_whitespace()
+            .next()
+            .and_then(|t| t.parse().ok())
+            .expect("log timestamp");
+        samples.push((ts - t0).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+        let _ = Command::new("ip").args(["link", "del", &name]).status();
+    }
+    agent.stop();
+    let max = samples.iter().copied().fold(0.0, f64::max);
+    println!("### attach latency: new veth to programs attached (10 interfaces)\n");
+    println!("| median | max |");
+    println!("| ---: | ---: |");
+    println!("| {:.1} ms | {max:.1} ms |\n", median(samples));
 }
 
 fn eth(ethertype: u16) -> Vec<u8> {
