@@ -15,6 +15,9 @@ pub struct Metrics {
     pub events_dropped: Counter,
     pub alerts_suppressed: Counter,
     pub alerts_dropped: Counter,
+    pub alert_delivery_failures: Counter,
+    pub publish_failures: Counter,
+    pub inventory_refreshes: Counter,
     pub attached_interfaces: Gauge,
     pub edges: Gauge,
 }
@@ -52,6 +55,21 @@ impl Metrics {
             "trustmap_alerts_dropped",
             "Alerts lost because a sink's queue was full",
             self.alerts_dropped.clone(),
+        );
+        r.register(
+            "trustmap_alert_delivery_failures",
+            "Alerts a sink could not deliver (Kubernetes Events refused or unreachable)",
+            self.alert_delivery_failures.clone(),
+        );
+        r.register(
+            "trustmap_publish_failures",
+            "FlowEdges publications or garbage collections that failed",
+            self.publish_failures.clone(),
+        );
+        r.register(
+            "trustmap_inventory_refreshes",
+            "New inventory snapshots taken after the watched objects or manifests changed",
+            self.inventory_refreshes.clone(),
         );
         r.register(
             "trustmap_attached_interfaces",

@@ -1,6 +1,7 @@
 //! `trustmap agent` end to end on the netns cluster with a static inventory: would-deny flags
 //! for a planted policy, unexpected-flow alerts outside a baseline, `/metrics`, and a restart
-//! that keeps the learned graph.
+//! that keeps the learned graph; without `--baseline`, the learned policies frozen when a
+//! namespace switches to `alert`.
 
 use std::{
     collections::BTreeSet,
@@ -246,5 +247,110 @@ fn agent_flags_would_deny_alerts_outside_the_baseline_counts_and_keeps_its_graph
         .lines()
         .count();
     assert_eq!(lines, 3, "a known edge alerted again after the restart");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Without `--baseline`, switching a namespace to `alert` freezes what was learned until then:
+/// a flow learned before the switch does not alert after it, a new one does. The switch is an
+/// annotation written into the manifests, which the agent reads again when they change.
+#[test]
+fn agent_freezes_the_learned_policies_when_a_namespace_switches_to_alert() {
+    require_root();
+    let cluster = Cluster::start(&ClusterSpec::new(1).pod(1, "web", &[("app", "web")]).pod(
+        1,
+        "api",
+        &[("app", "api")],
+    ));
+    let (web, api) = (cluster.pod("web"), cluster.pod("api"));
+    let work = std::env::temp_dir().join(format!("trustmap-agent-freeze-{}", cluster.prefix));
+    let (manifests, state) = (work.join("manifests"), work.join("state"));
+    for d in [&manifests, &state] {
+        std::fs::create_dir_all(d).expect("dirs");
+    }
+    let write_manifests = |mode: Option<&str>| {
+        let annotations = mode
+            .map(|m| format!("\n  annotations:\n    trustmap.dev/mode: {m}"))
+            .unwrap_or_default();
+        let mut text =
+            format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop{annotations}\n");
+        for p in [web, api] {
+            text += &pod_manifest(p, "shop");
+        }
+        std::fs::write(manifests.join("cluster.yaml"), text).expect("manifests");
+    };
+    write_manifests(None);
+    let alerts_file = work.join("alerts.jsonl");
+    let v4 = |p: &Pod, port| SocketAddr::new(IpAddr::V4(p.ipv4), port);
+    let _servers = (
+        TcpServer::start(&api.netns, v4(api, 8080)),
+        TcpServer::start(&api.netns, v4(api, 9000)),
+    );
+    let port = free_port();
+    let a = [
+        "agent".to_owned(),
+        "--inventory".into(),
+        "manifests".into(),
+        "--manifests".into(),
+        manifests.display().to_string(),
+        "--state-dir".into(),
+        state.display().to_string(),
+        "--alerts".into(),
+        alerts_file.display().to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--refresh-interval".into(),
+        "0.2".into(),
+        "--interface".into(),
+        cluster.pod_interface_pattern(),
+    ];
+    let argv: Vec<&str> = a.iter().map(String::as_str).collect();
+    let mut agent = Agent::start_in("agent-freeze", &argv, false);
+
+    tcp_connect(&web.netns, v4(api, 8080)); // learned in observe mode
+    let flows_have = |needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if http_get(port, "/flows").contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    };
+    assert!(
+        flows_have(r#""src":"shop/web","dst":"shop/api","protocol":"TCP","port":8080"#),
+        "the first edge was not learned:\n{}",
+        agent.log_text()
+    );
+
+    write_manifests(Some("alert"));
+    agent.wait_for_log("froze the learned policies", Duration::from_secs(10));
+    let frozen = std::fs::read_to_string(state.join("baseline/shop.yaml")).expect("frozen file");
+    assert!(frozen.contains("default-deny"), "{frozen}");
+
+    tcp_connect(&web.netns, v4(api, 8080)); // learned before the switch: no alert
+    tcp_connect(&web.netns, v4(api, 9000)); // new after the switch: alert
+    assert!(
+        flows_have(r#""src":"shop/web","dst":"shop/api","protocol":"TCP","port":9000"#),
+        "{}",
+        agent.log_text()
+    );
+    assert!(agent.signal_and_wait(libc::SIGTERM), "{}", agent.log_text());
+    assert_eq!(
+        alerts(&alerts_file),
+        set(&[("unexpected_flow", "shop/web", "shop/api", 9000)]),
+        "{}",
+        agent.log_text()
+    );
+
+    // A restart keeps the frozen baseline rather than freezing the grown graph again.
+    let again = Agent::start_in("agent-freeze-restart", &argv, false);
+    tcp_connect(&web.netns, v4(api, 9000));
+    std::thread::sleep(Duration::from_millis(300));
+    drop(again);
+    assert_eq!(
+        std::fs::read_to_string(state.join("baseline/shop.yaml")).expect("frozen file"),
+        frozen
+    );
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -1,11 +1,15 @@
-//! `trustmap agent`: the DaemonSet's process (see `daemon`).
+//! `trustmap agent`: the DaemonSet's process (see `daemon`). This file parses the arguments and
+//! the configuration file and wires the parts together; the loop runs one *generation* per
+//! inventory snapshot: the flagger and identities borrow the snapshot, and a new snapshot (or a
+//! baseline frozen or thawed) ends the generation and starts the next, keeping every state.
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
     path::PathBuf,
     process::ExitCode,
-    sync::atomic::Ordering,
-    time::{Duration, Instant as StdInstant},
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -13,21 +17,31 @@ use chrono::Utc;
 use serde::Deserialize;
 use tokio::{
     signal::unix::{SignalKind, signal},
-    time::Instant,
+    time::{Instant, MissedTickBehavior},
 };
 use tracing::{info, warn};
 
 use super::observe::{CaptureArgs, duration, sleep_until};
 use crate::{
     alert::{
-        Alert, AlertGate, AlertKind, Decision, GateConfig,
+        AlertGate, GateConfig,
         sinks::{JsonLines, Webhook, WebhookConfig},
     },
-    daemon::{EdgeTable, Flagger, ModeConfig, server},
-    flow::FlowRecord,
-    inventory::load_paths,
+    daemon::{
+        EdgeTable, Feed, Flagger, Mode, ModeConfig, Pipeline, Sinks,
+        baseline::{self, FrozenSet},
+        server, store,
+    },
+    graph,
+    identity::{Identities, IdentityOptions},
+    inventory::{Loaded, load_paths},
+    kube::{
+        DEFAULT_NAMESPACE, EventSink, EventSinkConfig, KubeInventory, PodScope, PublishLoop,
+        client_from_kubeconfig, graph_to_records,
+    },
     metrics::Metrics,
-    policy::Evaluator,
+    policy::{Evaluator, Labels, Policy},
+    synth::SynthOptions,
 };
 
 #[derive(Debug, clap::Args)]
@@ -37,14 +51,35 @@ pub struct AgentArgs {
     /// Where the inventory comes from: the API server, or static manifests.
     #[arg(long, value_enum, default_value_t = InventorySource::Kube)]
     pub inventory: InventorySource,
-    /// Manifest files or directories, for `--inventory manifests`.
+    /// Manifest files or directories, for `--inventory manifests`. Read again when they change,
+    /// so a namespace's mode can be switched without a restart.
     #[arg(long, num_args = 1..)]
     pub manifests: Vec<PathBuf>,
+    /// Kubeconfig for `--inventory kube`; default: in-cluster, else as kubectl finds it.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name: the FlowEdges objects it publishes and the source of its Events.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Namespace of the FlowEdges objects (where trustmap runs).
+    #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Seconds between publications of the node's edges as FlowEdges (`--inventory kube`).
+    /// Default: the configuration's `publishIntervalSeconds`, else 60.
+    #[arg(long, value_name = "SECS")]
+    pub publish_interval: Option<u64>,
+    /// Seconds between checks for a changed inventory (a new snapshot is taken only then).
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub refresh_interval: f64,
+    /// Do not report alerts as Kubernetes Events (`--inventory kube` reports them by default).
+    #[arg(long)]
+    pub no_events: bool,
     /// Accepted policies (a directory or files of NetworkPolicies): the baseline of namespaces
-    /// in `alert` mode.
+    /// in `alert` mode. Without it, each namespace's learned policies are frozen as its
+    /// baseline when its mode becomes `alert`.
     #[arg(long, num_args = 1..)]
     pub baseline: Vec<PathBuf>,
-    /// Configuration file (the ConfigMap's `config.yaml`): modes per namespace, alert limits.
+    /// Configuration file (the ConfigMap's `config.yaml`): modes per namespace, DNS, limits.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Where learned state is kept across restarts.
@@ -71,18 +106,70 @@ pub enum InventorySource {
     Manifests,
 }
 
-/// The configuration file.
+/// The configuration file (deploy/configmap.yaml's `config.yaml`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AgentConfig {
+    /// The mode of namespaces neither annotated nor listed.
     #[serde(default)]
-    pub modes: ModeConfig,
+    pub default_mode: Mode,
+    /// Namespace name → mode.
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, Mode>,
+    #[serde(default)]
+    pub dns: DnsConfig,
+    /// How often to publish the node's edges, in seconds.
+    #[serde(default)]
+    pub publish_interval_seconds: Option<u64>,
     /// Alerts that may go out at once after a quiet period.
     #[serde(default)]
     pub alert_burst: Option<u32>,
     /// Sustained alerts per second.
     #[serde(default)]
     pub alerts_per_second: Option<f64>,
+}
+
+/// The cluster DNS, which learned policies keep reachable.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DnsConfig {
+    pub namespace: String,
+    pub pod_labels: Labels,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        let d = IdentityOptions::default();
+        Self {
+            namespace: d.dns_namespace,
+            pod_labels: d.dns_labels,
+        }
+    }
+}
+
+impl AgentConfig {
+    fn modes(&self) -> ModeConfig {
+        ModeConfig {
+            default: self.default_mode,
+            namespaces: self.namespaces.clone(),
+        }
+    }
+
+    fn identity_options(&self) -> IdentityOptions {
+        IdentityOptions {
+            dns_namespace: self.dns.namespace.clone(),
+            dns_labels: self.dns.pod_labels.clone(),
+            ..IdentityOptions::default()
+        }
+    }
+
+    fn synth_options(&self) -> SynthOptions {
+        SynthOptions {
+            dns_namespace: self.dns.namespace.clone(),
+            dns_labels: self.dns.pod_labels.clone(),
+            ..SynthOptions::default()
+        }
+    }
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
@@ -95,15 +182,22 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         }
         None => AgentConfig::default(),
     };
-    if args.inventory == InventorySource::Kube {
-        anyhow::bail!(
-            "--inventory kube is not available in this build yet: use --inventory manifests \
-             --manifests PATH..."
-        );
+    match args.inventory {
+        InventorySource::Manifests if args.manifests.is_empty() => {
+            anyhow::bail!("--inventory manifests needs --manifests PATH...")
+        }
+        InventorySource::Kube if args.node_name.as_deref().is_none_or(str::is_empty) => {
+            anyhow::bail!(
+                "--inventory kube needs this node's name: pass --node-name or set NODE_NAME \
+                 (the DaemonSet sets it from spec.nodeName)"
+            )
+        }
+        _ => {}
     }
-    if args.manifests.is_empty() {
-        anyhow::bail!("--inventory manifests needs --manifests PATH...");
-    }
+    anyhow::ensure!(
+        args.refresh_interval.is_finite() && args.refresh_interval > 0.0,
+        "--refresh-interval must be a positive number of seconds"
+    );
     let duration = duration(args.duration)?;
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating {}", args.state_dir.display()))?;
@@ -116,13 +210,28 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Why the agent stops waiting or running.
+async fn stop_signal(deadline: Option<Instant>) -> anyhow::Result<()> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = sigint.recv() => {}
+        _ = sigterm.recv() => {}
+        _ = sleep_until(deadline) => {}
+    }
+    Ok(())
+}
+
 async fn agent(
     args: AgentArgs,
     config: AgentConfig,
     duration: Option<Duration>,
 ) -> anyhow::Result<()> {
-    let loaded = load_paths(&args.manifests).context("reading --manifests")?;
-    let baseline = if args.baseline.is_empty() {
+    let deadline = duration.map(|d| Instant::now() + d);
+    let modes = config.modes();
+    let id_opts = config.identity_options();
+    let synth_opts = config.synth_options();
+    let accepted: Option<Vec<Policy>> = if args.baseline.is_empty() {
         None
     } else {
         Some(
@@ -131,29 +240,12 @@ async fn agent(
                 .policies,
         )
     };
-    let current = Evaluator::new(&loaded.inventory, &loaded.policies);
-    let base_eval = baseline
-        .as_ref()
-        .map(|b| Evaluator::new(&loaded.inventory, b));
-    if config.modes.default == crate::daemon::Mode::Alert && base_eval.is_none() {
-        warn!("alert mode without --baseline: unexpected-flow alerts need a baseline");
-    }
-    let flagger = Flagger::new(&loaded.inventory, current, base_eval, &config.modes);
-
-    let state_file = args.state_dir.join("edges.jsonl");
-    let mut edges = EdgeTable::load(&state_file).context("loading the state file")?;
-    let mut gate = AlertGate::new(GateConfig {
-        burst: config.alert_burst.unwrap_or(GateConfig::default().burst),
-        per_second: config
-            .alerts_per_second
-            .unwrap_or(GateConfig::default().per_second),
-    });
-    // Edges learned before a restart have already alerted.
-    for (edge, _) in edges.iter() {
-        gate.remember(AlertKind::WouldDeny, edge.clone());
-        gate.remember(AlertKind::UnexpectedFlow, edge.clone());
-    }
-    info!(edges = edges.len(), path = %state_file.display(), "state loaded");
+    let baseline_dir = args.state_dir.join("baseline");
+    let mut frozen: FrozenSet = if accepted.is_some() {
+        FrozenSet::new()
+    } else {
+        store::load_frozen(&baseline_dir)?
+    };
 
     let metrics = Metrics::default();
     let shared = server::Shared::new(metrics.register());
@@ -164,11 +256,54 @@ async fn agent(
     let app = server::router(shared.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let mut json_sink = match &args.alerts {
-        Some(t) => Some(JsonLines::open(t).with_context(|| format!("opening {t}"))?),
-        None => None,
+    // The inventory, and with the API server, the publisher and the Event sink.
+    let mut sinks = Sinks::default();
+    let mut publish_tx = None;
+    let (mut feed, first_loaded) = match args.inventory {
+        InventorySource::Manifests => {
+            Feed::manifests(args.manifests.clone()).context("reading --manifests")?
+        }
+        InventorySource::Kube => {
+            let node = args.node_name.clone().unwrap_or_default();
+            let client = client_from_kubeconfig(args.kubeconfig.as_deref()).await?;
+            let inventory = Arc::new(KubeInventory::start(client.clone(), PodScope::Cluster));
+            info!("waiting for the first list of every watched kind");
+            tokio::select! {
+                _ = inventory.wait_synced() => {}
+                r = stop_signal(deadline) => {
+                    r?;
+                    info!("stopped before the inventory synced");
+                    return Ok(());
+                }
+            }
+            info!("inventory synced");
+            let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+            let nodes = inventory.clone();
+            PublishLoop {
+                client: client.clone(),
+                namespace: args.namespace.clone(),
+                node: node.clone(),
+                known_nodes: Box::new(move || nodes.node_names().into_iter().collect()),
+                failures: metrics.publish_failures.clone(),
+            }
+            .spawn(rx);
+            publish_tx = Some(tx);
+            if !args.no_events {
+                let uids = inventory.clone();
+                sinks.events = Some(EventSink::start(
+                    client,
+                    EventSinkConfig { node, queue: 1024 },
+                    Arc::new(move |ns, name| uids.pod_uid(ns, name)),
+                    metrics.alert_delivery_failures.clone(),
+                ));
+            }
+            Feed::kube(inventory)
+        }
     };
-    let webhook = args.webhook.clone().map(|url| {
+    if let Some(t) = &args.alerts {
+        sinks.json = Some(JsonLines::open(t).with_context(|| format!("opening {t}"))?);
+    }
+    sinks.webhook = args.webhook.clone().map(|url| {
         Webhook::start(WebhookConfig {
             url,
             timeout: Duration::from_secs(5),
@@ -177,137 +312,204 @@ async fn agent(
         })
     });
 
-    let (mut capture, first) = args.capture.start().await?;
-    let mut loop_state = Loop {
-        flagger: &flagger,
-        edges: &mut edges,
-        gate: &mut gate,
-        metrics: &metrics,
-        json_sink: json_sink.as_mut(),
-        webhook: webhook.as_ref(),
-        started: StdInstant::now(),
-        suppressed_reported: 0,
+    let edges_file = args.state_dir.join("edges.jsonl");
+    let graph_file = args.state_dir.join("graph.jsonl");
+    let edges = EdgeTable::load(&edges_file).context("loading the state file")?;
+    let graph = graph::state::load(&graph_file).context("loading the graph state file")?;
+    info!(edges = edges.len(), graph_edges = graph.len(), dir = %args.state_dir.display(), "state loaded");
+    let gate = AlertGate::new(GateConfig {
+        burst: config.alert_burst.unwrap_or(GateConfig::default().burst),
+        per_second: config
+            .alerts_per_second
+            .unwrap_or(GateConfig::default().per_second),
+    });
+    let mut pipeline = Pipeline::new(edges, graph, gate, metrics.clone(), sinks);
+    let save = |p: &mut Pipeline| -> anyhow::Result<()> {
+        if std::mem::take(&mut p.dirty) {
+            p.edges.save(&edges_file).context("saving the state file")?;
+            graph::state::save(&graph_file, &p.graph).context("saving the graph state file")?;
+        }
+        Ok(())
     };
-    loop_state.handle(&first);
-    metrics
-        .attached_interfaces
-        .set(capture.attached_count() as i64);
-    publish(&shared, loop_state.edges);
-    shared.ready.store(true, Ordering::Relaxed);
-    info!(interfaces = capture.attached_count(), "ready");
 
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let deadline = duration.map(|d| Instant::now() + d);
+    let (mut capture, first) = args.capture.start().await?;
+    let mut pending = first;
+    let mut loaded = Arc::new(first_loaded);
     let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut refresh = tokio::time::interval(Duration::from_secs_f64(args.refresh_interval));
+    refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let publish_every = Duration::from_secs(
+        args.publish_interval
+            .or(config.publish_interval_seconds)
+            .unwrap_or(60)
+            .max(1),
+    );
+    let mut publish = tokio::time::interval(publish_every);
+    publish.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let stop = stop_signal(deadline);
+    tokio::pin!(stop);
     let mut dropped_reported = 0;
-    loop {
-        tokio::select! {
-            batch = capture.next_batch() => loop_state.handle(&batch?),
-            _ = tick.tick() => {
-                let c = capture.counters();
-                metrics.events_dropped.inc_by(c.events_dropped.saturating_sub(dropped_reported));
-                dropped_reported = c.events_dropped;
-                metrics.attached_interfaces.set(capture.attached_count() as i64);
-                publish(&shared, loop_state.edges);
-                loop_state.edges.save(&state_file).context("saving the state file")?;
+
+    'generation: loop {
+        let snapshot = loaded.clone();
+        let ids = Identities::new(&snapshot.inventory, id_opts.clone());
+        if accepted.is_none() && feed.synced() {
+            apply_plan(
+                &snapshot,
+                &modes,
+                &ids,
+                &pipeline,
+                &synth_opts,
+                &baseline_dir,
+                &mut frozen,
+            );
+        }
+        let baseline_policies = match &accepted {
+            Some(a) => Some(a.clone()),
+            None if frozen.is_empty() => None,
+            None => Some(baseline::union(&frozen)),
+        };
+        let current = Evaluator::new(&snapshot.inventory, &snapshot.policies);
+        let base_eval = baseline_policies
+            .as_ref()
+            .map(|b| Evaluator::new(&snapshot.inventory, b));
+        let flagger = Flagger::new(&snapshot.inventory, current, base_eval, &modes);
+        pipeline.handle(&flagger, &ids, &std::mem::take(&mut pending));
+        if !shared.ready.load(Ordering::Relaxed) {
+            metrics
+                .attached_interfaces
+                .set(capture.attached_count() as i64);
+            publish_flows(&shared, &pipeline);
+            shared.ready.store(feed.synced(), Ordering::Relaxed);
+            info!(interfaces = capture.attached_count(), "ready");
+        }
+        loop {
+            tokio::select! {
+                batch = capture.next_batch() => pipeline.handle(&flagger, &ids, &batch?),
+                _ = tick.tick() => {
+                    let c = capture.counters();
+                    metrics.events_dropped.inc_by(c.events_dropped.saturating_sub(dropped_reported));
+                    dropped_reported = c.events_dropped;
+                    metrics.attached_interfaces.set(capture.attached_count() as i64);
+                    shared.ready.store(feed.synced(), Ordering::Relaxed);
+                    publish_flows(&shared, &pipeline);
+                    save(&mut pipeline)?;
+                }
+                _ = refresh.tick() => {
+                    if let Some(next) = feed.poll() {
+                        metrics.inventory_refreshes.inc();
+                        loaded = Arc::new(next);
+                        continue 'generation;
+                    }
+                    if accepted.is_none() && feed.synced() {
+                        let names: BTreeSet<String> = frozen.keys().cloned().collect();
+                        if !baseline::plan(&snapshot.inventory, &modes, &names).is_empty() {
+                            continue 'generation;
+                        }
+                    }
+                }
+                _ = publish.tick(), if publish_tx.is_some() => {
+                    if let Some(tx) = &publish_tx {
+                        tx.send_replace(graph_to_records(&pipeline.graph, Utc::now()));
+                    }
+                }
+                r = &mut stop => {
+                    r?;
+                    break 'generation;
+                }
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = sleep_until(deadline) => break,
         }
     }
     let last = capture.stop();
-    loop_state.handle(&last);
-    loop_state
-        .edges
-        .save(&state_file)
-        .context("saving the state file")?;
+    {
+        let ids = Identities::new(&loaded.inventory, id_opts.clone());
+        let baseline_policies = accepted
+            .clone()
+            .or_else(|| (!frozen.is_empty()).then(|| baseline::union(&frozen)));
+        let current = Evaluator::new(&loaded.inventory, &loaded.policies);
+        let base_eval = baseline_policies
+            .as_ref()
+            .map(|b| Evaluator::new(&loaded.inventory, b));
+        let flagger = Flagger::new(&loaded.inventory, current, base_eval, &modes);
+        pipeline.handle(&flagger, &ids, &last);
+    }
+    pipeline.dirty = true;
+    save(&mut pipeline)?;
     info!(
-        edges = loop_state.edges.len(),
-        suppressed = loop_state.gate.suppressed(),
+        edges = pipeline.edges.len(),
+        graph_edges = pipeline.graph.len(),
+        suppressed = pipeline.gate.suppressed(),
         "stopped"
     );
     Ok(())
 }
 
-fn publish(shared: &server::Shared, edges: &EdgeTable) {
-    let mut buf = Vec::new();
-    buf.push(b'[');
-    let mut lines = Vec::new();
-    let _ = edges.write_jsonl(&mut lines);
-    let joined = String::from_utf8_lossy(&lines)
-        .trim_end()
-        .replace('\n', ",");
-    buf.extend_from_slice(joined.as_bytes());
-    buf.push(b']');
-    if let Ok(mut f) = shared.flows.write() {
-        *f = String::from_utf8_lossy(&buf).into_owned();
+/// Freezes the namespaces that entered `alert` mode and thaws those that left it, persisting
+/// each change. A namespace whose freeze fails is retried at the next generation.
+fn apply_plan(
+    snapshot: &Loaded,
+    modes: &ModeConfig,
+    ids: &Identities<'_>,
+    pipeline: &Pipeline,
+    synth_opts: &SynthOptions,
+    dir: &std::path::Path,
+    frozen: &mut FrozenSet,
+) {
+    let names: BTreeSet<String> = frozen.keys().cloned().collect();
+    let plan = baseline::plan(&snapshot.inventory, modes, &names);
+    for ns in plan.freeze {
+        let result = baseline::freeze(ids, &pipeline.graph, &ns, synth_opts)
+            .map_err(anyhow::Error::from)
+            .and_then(|f| {
+                store::save_frozen(dir, &ns, &f)?;
+                Ok(f)
+            });
+        match result {
+            Ok(f) => {
+                info!(
+                    namespace = ns,
+                    policies = f.policies.len(),
+                    "alert mode: froze the learned policies as the baseline"
+                );
+                frozen.insert(ns, f);
+            }
+            Err(e) => warn!(namespace = ns, error = %e, "freezing the baseline failed"),
+        }
+    }
+    for ns in plan.thaw {
+        if let Err(e) = store::remove_frozen(dir, &ns) {
+            warn!(namespace = ns, error = %e, "removing a thawed baseline failed");
+        }
+        info!(namespace = ns, "left alert mode: baseline dropped");
+        frozen.remove(&ns);
     }
 }
 
-struct Loop<'a, 'f> {
-    flagger: &'a Flagger<'f>,
-    edges: &'a mut EdgeTable,
-    gate: &'a mut AlertGate,
-    metrics: &'a Metrics,
-    json_sink: Option<&'a mut JsonLines>,
-    webhook: Option<&'a Webhook>,
-    started: StdInstant,
-    suppressed_reported: u64,
+fn publish_flows(shared: &server::Shared, pipeline: &Pipeline) {
+    if let Ok(mut f) = shared.flows.write() {
+        *f = pipeline.flows_json();
+    }
 }
 
-impl Loop<'_, '_> {
-    fn handle(&mut self, records: &[FlowRecord]) {
-        let now = Utc::now();
-        for r in records {
-            self.metrics.flows_observed.inc();
-            let outcome = match self.flagger.process(r, now) {
-                Ok(Some(o)) => o,
-                Ok(None) => continue,
-                Err(e) => {
-                    warn!(error = %e, "flow not resolved");
-                    continue;
-                }
-            };
-            let new_edge = self.edges.observe(&outcome.edge, outcome.seen);
-            if new_edge {
-                self.metrics.edges.set(self.edges.len() as i64);
-            }
-            for (kind, explanation) in outcome.alerts {
-                let decision = self.gate.offer(kind, &outcome.edge, self.started.elapsed());
-                if decision != Decision::Send {
-                    continue;
-                }
-                match kind {
-                    AlertKind::WouldDeny => self.metrics.would_deny_flows.inc(),
-                    AlertKind::UnexpectedFlow => self.metrics.unexpected_flows.inc(),
-                };
-                let stats = self.edges.get(&outcome.edge);
-                let alert = Alert {
-                    kind,
-                    edge: outcome.edge.clone(),
-                    src_pod: outcome.src_pod.clone(),
-                    first_seen: stats.map_or(outcome.seen, |s| s.first_seen),
-                    count: stats.map_or(1, |s| s.count),
-                    explanation: serde_json::to_value(&explanation).unwrap_or_default(),
-                };
-                if let Some(sink) = self.json_sink.as_deref_mut()
-                    && let Err(e) = sink.send(&alert)
-                {
-                    warn!(error = %e, "writing an alert failed");
-                }
-                if let Some(w) = self.webhook
-                    && !w.send(&alert)
-                {
-                    self.metrics.alerts_dropped.inc();
-                }
-            }
-        }
-        let suppressed = self.gate.suppressed();
-        self.metrics
-            .alerts_suppressed
-            .inc_by(suppressed - self.suppressed_reported);
-        self.suppressed_reported = suppressed;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deployed_configmap_is_a_valid_agent_configuration() {
+        let cm: serde_yaml::Value =
+            serde_yaml::from_str(include_str!("../../../deploy/configmap.yaml")).expect("YAML");
+        let text = cm["data"]["config.yaml"].as_str().expect("config.yaml key");
+        let c: AgentConfig = serde_yaml::from_str(text).expect("valid agent configuration");
+        let modes = c.modes();
+        assert_eq!(modes.mode_of("kube-system", &Labels::new()), Mode::Off);
+        assert_eq!(modes.mode_of("shop", &Labels::new()), Mode::Observe);
+        assert_eq!(c.publish_interval_seconds, Some(60));
+        assert_eq!(c.dns.namespace, "kube-system");
+    }
+
+    #[test]
+    fn an_unknown_configuration_key_is_refused() {
+        assert!(serde_yaml::from_str::<AgentConfig>("defaultMode: observe\nmodez: {}\n").is_err());
     }
 }

@@ -1,16 +1,25 @@
 //! `trustmap export --from-cluster`: fetch every node's `FlowEdges`, merge them, and write the
-//! merged edges as JSON lines.
+//! merged edges as JSON lines; with `--policies DIR`, also learn policies from them against the
+//! cluster's own inventory, with the same synthesis as `trustmap learn`.
 
 use std::{
     fs::File,
     io::{self, BufWriter, Write},
     path::PathBuf,
     process::ExitCode,
+    time::Duration,
 };
 
 use anyhow::Context as _;
 
-use crate::kube::{DEFAULT_NAMESPACE, client_from_kubeconfig, fetch_edges, write_json_lines};
+use super::learn::{SynthArgs, synthesize, write_dir};
+use crate::{
+    identity::Identities,
+    kube::{
+        DEFAULT_NAMESPACE, KubeInventory, PodScope, client_from_kubeconfig, fetch_edges,
+        records_to_graph, write_json_lines,
+    },
+};
 
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
@@ -26,6 +35,15 @@ pub struct ExportArgs {
     /// Where to write the JSON lines; `-` for stdout.
     #[arg(short = 'o', long, default_value = "-")]
     pub output: String,
+    /// Also learn NetworkPolicies from the merged edges, against the cluster's pods, workloads
+    /// and services, and write one file per policy and a kustomization.yaml into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub policies: Option<PathBuf>,
+    /// Seconds to wait for the first list of the cluster's inventory (with --policies).
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub sync_timeout: u64,
+    #[command(flatten)]
+    pub synth: SynthArgs,
 }
 
 pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
@@ -37,9 +55,25 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let edges = runtime.block_on(async {
+    let (edges, loaded) = runtime.block_on(async {
         let client = client_from_kubeconfig(args.kubeconfig.as_deref()).await?;
-        fetch_edges(client, &args.namespace).await
+        let edges = fetch_edges(client.clone(), &args.namespace).await?;
+        let loaded = match &args.policies {
+            None => None,
+            Some(_) => {
+                let inv = KubeInventory::start(client, PodScope::Cluster);
+                tokio::time::timeout(Duration::from_secs(args.sync_timeout), inv.wait_synced())
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "the cluster's inventory did not list within {} s (--sync-timeout)",
+                            args.sync_timeout
+                        )
+                    })?;
+                Some(inv.snapshot())
+            }
+        };
+        anyhow::Ok((edges, loaded))
     })?;
     let out: Box<dyn Write> = if args.output == "-" {
         Box::new(io::stdout().lock())
@@ -50,5 +84,21 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     write_json_lines(&edges, BufWriter::new(out))
         .with_context(|| format!("writing {}", args.output))?;
     tracing::info!(edges = edges.len(), "export done");
+    if let (Some(dir), Some(loaded)) = (&args.policies, loaded) {
+        let (id_opts, synth_opts) = args.synth.options(&[])?;
+        let ids = Identities::new(&loaded.inventory, id_opts);
+        let (graph, unreadable) = records_to_graph(&edges);
+        if let Some(example) = unreadable.first() {
+            tracing::warn!(
+                edges = unreadable.len(),
+                src = example.src,
+                dst = example.dst,
+                "skipped edges whose ends are not peers of the learning graph"
+            );
+        }
+        let learned = synthesize(&ids, &graph, &synth_opts)?;
+        write_dir(dir, &learned)?;
+        tracing::info!(policies = learned.policies.len(), dir = %dir.display(), "policies written");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -41,6 +41,20 @@ pub struct LearnArgs {
     /// What to print on stdout when no --output directory is given.
     #[arg(short = 'o', long = "format", value_enum, default_value_t = LearnFormat::Yaml)]
     pub format: LearnFormat,
+    #[command(flatten)]
+    pub synth: SynthArgs,
+    /// Learn only workloads of these namespaces (repeatable).
+    #[arg(long)]
+    pub namespace: Vec<String>,
+    /// Quiet period after a workload's last new edge before it counts as stable
+    /// (`-o confidence`): seconds, or with a unit s, m, h, d.
+    #[arg(long, default_value = "24h")]
+    pub quiet_period: String,
+}
+
+/// How policies are learned: shared by `learn` and `export --from-cluster --policies`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SynthArgs {
     /// Add a default-deny policy to every namespace that gets learned policies.
     #[arg(long)]
     pub namespace_default_deny: bool,
@@ -63,16 +77,54 @@ pub struct LearnArgs {
     /// Namespaces whose workloads get no policy (repeatable).
     #[arg(long, default_values_t = vec!["kube-system".to_owned()])]
     pub skip_namespace: Vec<String>,
-    /// Learn only workloads of these namespaces (repeatable).
-    #[arg(long)]
-    pub namespace: Vec<String>,
     /// The ephemeral port range, `low-high`.
     #[arg(long, default_value = "32768-60999")]
     pub ephemeral_ports: String,
-    /// Quiet period after a workload's last new edge before it counts as stable
-    /// (`-o confidence`): seconds, or with a unit s, m, h, d.
-    #[arg(long, default_value = "24h")]
-    pub quiet_period: String,
+}
+
+impl SynthArgs {
+    /// The identity and synthesis options; `only` limits learning to these namespaces.
+    pub(super) fn options(
+        &self,
+        only: &[String],
+    ) -> anyhow::Result<(IdentityOptions, SynthOptions)> {
+        let id_opts = identity_options(
+            &self.cluster_cidr,
+            &self.dns_namespace,
+            &self.dns_label,
+            &self.ephemeral_ports,
+        )?;
+        let synth_opts = SynthOptions {
+            namespace_default_deny: self.namespace_default_deny,
+            cidr_prefix_v4: self.cidr_prefix,
+            cidr_prefix_v6: self.cidr_prefix_v6,
+            dns_namespace: id_opts.dns_namespace.clone(),
+            dns_labels: id_opts.dns_labels.clone(),
+            skip_namespaces: self.skip_namespace.clone(),
+            only_namespaces: only.to_vec(),
+        };
+        Ok((id_opts, synth_opts))
+    }
+}
+
+/// The policies learned from a graph, checked against the policy model, warnings logged.
+pub(super) fn synthesize(
+    ids: &Identities<'_>,
+    graph: &FlowGraph,
+    opts: &SynthOptions,
+) -> anyhow::Result<Learned> {
+    let selectors = WorkloadSelectors::new(ids);
+    let ctx = synth::Context {
+        identities: ids,
+        selectors: &selectors,
+        cluster_cidrs: ids.cluster_cidrs(),
+    };
+    let learned = synth::learn(&ctx, graph, opts);
+    learned.to_policies()?;
+    for w in &learned.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(learned)
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -205,34 +257,10 @@ pub fn run(args: LearnArgs) -> anyhow::Result<ExitCode> {
     }
     let quiet = parse_duration(&args.quiet_period)?;
     let loaded = super::check::load_manifests(&args.manifests)?;
-    let id_opts = identity_options(
-        &args.cluster_cidr,
-        &args.dns_namespace,
-        &args.dns_label,
-        &args.ephemeral_ports,
-    )?;
-    let synth_opts = SynthOptions {
-        namespace_default_deny: args.namespace_default_deny,
-        cidr_prefix_v4: args.cidr_prefix,
-        cidr_prefix_v6: args.cidr_prefix_v6,
-        dns_namespace: id_opts.dns_namespace.clone(),
-        dns_labels: id_opts.dns_labels.clone(),
-        skip_namespaces: args.skip_namespace.clone(),
-        only_namespaces: args.namespace.clone(),
-    };
+    let (id_opts, synth_opts) = args.synth.options(&args.namespace)?;
     let ids = Identities::new(&loaded.inventory, id_opts);
     let graph = build_graph(&ids, &args.flows, &args.graph, args.state.as_deref())?;
-    let selectors = WorkloadSelectors::new(&ids);
-    let ctx = synth::Context {
-        identities: &ids,
-        selectors: &selectors,
-        cluster_cidrs: ids.cluster_cidrs(),
-    };
-    let learned = synth::learn(&ctx, &graph, &synth_opts);
-    learned.to_policies()?;
-    for w in &learned.warnings {
-        tracing::warn!("{w}");
-    }
+    let learned = synthesize(&ids, &graph, &synth_opts)?;
     if let Some(dir) = &args.output_dir {
         write_dir(dir, &learned)?;
         tracing::info!(policies = learned.policies.len(), dir = %dir.display(), "policies written");
@@ -263,7 +291,7 @@ pub(super) fn yaml_stream(learned: &Learned) -> anyhow::Result<String> {
     Ok(s)
 }
 
-fn write_dir(dir: &Path, learned: &Learned) -> anyhow::Result<()> {
+pub(super) fn write_dir(dir: &Path, learned: &Learned) -> anyhow::Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut files = Vec::new();
     for p in &learned.policies {

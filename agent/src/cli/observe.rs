@@ -53,11 +53,16 @@ pub struct CaptureArgs {
     /// (read from each pod network namespace's socket table).
     #[arg(long)]
     pub no_pre_existing: bool,
+    /// Where the host's /proc is mounted, to find the network namespaces of pods' processes
+    /// for the pre-existing scan (the DaemonSet mounts it at /host/proc).
+    #[arg(long, value_name = "DIR", default_value = "/proc")]
+    pub proc_root: PathBuf,
 }
 
 impl CaptureArgs {
     /// Loads, attaches and reports pre-existing connections (unless disabled).
     pub async fn start(&self) -> anyhow::Result<(Capture, Vec<FlowRecord>)> {
+        crate::preexisting::set_proc_root(self.proc_root.clone());
         let filter = InterfaceFilter::new(&self.interfaces)?;
         let config = Config {
             idle_timeout_ns: self.idle_timeout.saturating_mul(1_000_000_000),

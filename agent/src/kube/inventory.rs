@@ -57,6 +57,9 @@ struct WatchState {
     synced: tokio::sync::watch::Sender<bool>,
     lists: AtomicU64,
     errors: AtomicU64,
+    /// Changes applied to the store: one per added, modified or deleted object, and one per
+    /// completed list (the store is swapped whole then).
+    changes: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -79,6 +82,7 @@ impl Default for WatchState {
             synced: tokio::sync::watch::Sender::new(false),
             lists: AtomicU64::default(),
             errors: AtomicU64::default(),
+            changes: AtomicU64::default(),
             last_error: Mutex::default(),
         }
     }
@@ -93,7 +97,11 @@ impl WatchState {
                     tracing::info!(kind, lists = n, "listing again");
                 }
             }
+            Ok(Event::Apply(_) | Event::Delete(_)) => {
+                self.changes.fetch_add(1, Ordering::Relaxed);
+            }
             Ok(Event::InitDone) => {
+                self.changes.fetch_add(1, Ordering::Relaxed);
                 if !self.synced.send_replace(true) {
                     tracing::info!(kind, "initial list done");
                 }
@@ -289,6 +297,30 @@ impl KubeInventory {
     /// The inventory and policies of the stores now, with notes on objects left out.
     pub fn snapshot(&self) -> Loaded {
         self.objects().build()
+    }
+
+    /// A number that grows whenever a store changes: equal numbers mean equal stores, so a
+    /// caller snapshots again only when it differs from the last one it took.
+    pub fn generation(&self) -> u64 {
+        [
+            &self.namespaces.state,
+            &self.nodes.state,
+            &self.pods.state,
+            &self.services.state,
+            &self.endpoint_slices.state,
+            &self.network_policies.state,
+        ]
+        .iter()
+        .map(|s| s.changes.load(Ordering::Relaxed))
+        .sum()
+    }
+
+    /// The UID of a pod in the store (for the `involvedObject` of Events).
+    pub fn pod_uid(&self, namespace: &str, name: &str) -> Option<String> {
+        self.pods
+            .store
+            .get(&reflector::ObjectRef::new(name).within(namespace))
+            .and_then(|p| p.metadata.uid.clone())
     }
 
     /// The names of the nodes in the store (for the garbage collection of `FlowEdges`).

@@ -8,19 +8,28 @@
 //!   trustmap export --from-cluster ◀──list + merge (export)── FlowEdges of every node
 //! ```
 //!
-//! `snapshot` and `crd` are pure; `inventory`, `publish` and `export` talk to the API server
+//! The agent also reports alerts as Events on the pods concerned (`events`); `peers` is how the
+//! learning graph's peers are spelled in `FlowEdges` records.
+//!
+//! `snapshot`, `crd` and `peers` are pure; `inventory`, `publish` and `export` talk to the API server
 //! through a `kube::Client` and nothing else (no files, no clock of their own).
 
 pub mod crd;
+pub mod events;
 pub mod export;
 pub mod inventory;
+pub mod peers;
 pub mod publish;
 pub mod snapshot;
 
 pub use crd::{EdgeRecord, FlowEdges, FlowEdgesSpec};
+pub use events::{EventSink, EventSinkConfig};
 pub use export::{client_from_kubeconfig, fetch_edges, write_json_lines};
 pub use inventory::{KubeInventory, PodScope, WatchStatus};
-pub use publish::{FIELD_MANAGER, PublishReport, Publisher, collect_garbage};
+pub use peers::{graph_to_records, records_to_graph};
+pub use publish::{
+    FIELD_MANAGER, PublishLoop, PublishReport, Publisher, collect_garbage, is_gc_leader,
+};
 
 /// The namespace the manifests in deploy/ install trustmap into, where `FlowEdges` live.
 pub const DEFAULT_NAMESPACE: &str = "trustmap-system";

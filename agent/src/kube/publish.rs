@@ -197,3 +197,80 @@ pub async fn collect_garbage(
     }
     Ok(deleted)
 }
+
+/// Whether `node` collects the garbage of the cluster: the node whose name sorts first among the
+/// nodes of the inventory. One collector keeps the lookups of unknown nodes from being made by
+/// every agent; the confirmed-404 rule of [`collect_garbage`] keeps any collector safe. When
+/// that node's agent is down, collection waits for it (nothing is urgent about it).
+pub fn is_gc_leader(node: &str, known_nodes: &BTreeSet<String>) -> bool {
+    known_nodes.first().is_some_and(|first| first == node)
+}
+
+/// What the publishing task needs besides the edges.
+pub struct PublishLoop {
+    pub client: Client,
+    pub namespace: String,
+    pub node: String,
+    /// The inventory's node names, read at each round (for garbage collection).
+    pub known_nodes: Box<dyn Fn() -> BTreeSet<String> + Send + Sync>,
+    /// Counts rounds whose publication or collection failed.
+    pub failures: prometheus_client::metrics::counter::Counter,
+}
+
+impl PublishLoop {
+    /// Publishes each new set of edges sent on `edges`, then collects garbage when this node
+    /// is the collector. A failed round is logged and counted; the next set retries. Runs
+    /// until the sender is dropped. The agent's loop only sends; it never waits for this task.
+    pub fn spawn(
+        self,
+        mut edges: tokio::sync::watch::Receiver<Vec<EdgeRecord>>,
+    ) -> tokio::task::JoinHandle<()> {
+        let publisher = Publisher::new(self.client.clone(), &self.namespace, &self.node);
+        tokio::spawn(async move {
+            while edges.changed().await.is_ok() {
+                let batch = edges.borrow_and_update().clone();
+                match publisher.publish(batch).await {
+                    Ok(r) => tracing::info!(
+                        edges = r.edges,
+                        shards = r.applied.len(),
+                        deleted = r.deleted.len(),
+                        "published FlowEdges"
+                    ),
+                    Err(e) => {
+                        self.failures.inc();
+                        tracing::warn!(error = %e, "publishing FlowEdges failed; retrying next round");
+                    }
+                }
+                let known = (self.known_nodes)();
+                if is_gc_leader(&self.node, &known) {
+                    match collect_garbage(self.client.clone(), &self.namespace, &known).await {
+                        Ok(gone) if !gone.is_empty() => {
+                            tracing::info!(
+                                deleted = gone.len(),
+                                "collected FlowEdges of gone nodes"
+                            );
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            self.failures.inc();
+                            tracing::warn!(error = %e, "collecting FlowEdges garbage failed");
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_node_by_name_collects_garbage() {
+        let nodes: BTreeSet<String> = ["worker-2".into(), "worker-1".into()].into();
+        assert!(is_gc_leader("worker-1", &nodes));
+        assert!(!is_gc_leader("worker-2", &nodes));
+        assert!(!is_gc_leader("worker-0", &BTreeSet::new()));
+    }
+}

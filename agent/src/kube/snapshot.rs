@@ -84,9 +84,16 @@ pub fn trim_pod(pod: &mut Pod) {
     }
 }
 
-/// Keeps a namespace's name and labels.
+/// Keeps a namespace's name, labels and trustmap's own annotations (`trustmap.dev/mode`
+/// decides the namespace's mode); other annotations are dropped like everywhere else.
 pub fn trim_namespace(ns: &mut Namespace) {
+    let ours = ns.metadata.annotations.take().map(|a| {
+        a.into_iter()
+            .filter(|(k, _)| k.starts_with("trustmap.dev/"))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    });
     trim_meta(&mut ns.metadata);
+    ns.metadata.annotations = ours.filter(|a| !a.is_empty());
     ns.spec = None;
     ns.status = None;
 }
@@ -221,6 +228,23 @@ mod tests {
 
     fn from<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
         serde_json::from_value(v).expect("valid object")
+    }
+
+    #[test]
+    fn trim_namespace_keeps_the_mode_annotation_and_drops_the_others() {
+        let mut ns: Namespace = from(json!({"metadata": {"name": "shop",
+            "annotations": {"trustmap.dev/mode": "alert", "kubectl.kubernetes.io/x": "{...}"},
+            "managedFields": [{"manager": "kubectl", "operation": "Apply"}]}}));
+        trim_namespace(&mut ns);
+        assert_eq!(
+            ns.metadata.annotations,
+            Some([("trustmap.dev/mode".to_owned(), "alert".to_owned())].into())
+        );
+        assert!(ns.metadata.managed_fields.is_none());
+        let mut plain: Namespace = from(json!({"metadata": {"name": "a",
+            "annotations": {"other": "x"}}}));
+        trim_namespace(&mut plain);
+        assert!(plain.metadata.annotations.is_none());
     }
 
     fn full_pod() -> Pod {

@@ -12,7 +12,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-pub use scan::{ScanError, scan_pod_namespaces};
+pub use scan::{ScanError, scan_pod_namespaces, set_proc_root};
 
 use crate::flow::{Endpoint, FlowRecord, Initiator, Protocol};
 

@@ -4,6 +4,9 @@
 //! Namespaces are found through /run/netns (named ones, as `ip netns` and some runtimes make)
 //! and /proc/*/ns/net (those of running processes: every pod has at least its pause process).
 //! Each is entered on a short-lived thread, since setns changes only the calling thread.
+//!
+//! In a container without the host's PID namespace, the host's processes are under a mounted
+//! copy of the host's /proc (the DaemonSet mounts it at /host/proc): see [`set_proc_root`].
 
 use std::{
     collections::HashSet,
@@ -32,6 +35,19 @@ use netlink_sys::{
 
 use super::NamespaceSockets;
 
+static PROC_ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Sets, once per process, where the scan looks for `<pid>/ns/net` (default `/proc`). Returns
+/// false when it was already set. A process-wide setting because the scan runs deep inside the
+/// capture's start, and one process watches one host.
+pub fn set_proc_root(root: PathBuf) -> bool {
+    PROC_ROOT.set(root).is_ok()
+}
+
+fn proc_root() -> &'static Path {
+    PROC_ROOT.get().map_or(Path::new("/proc"), PathBuf::as_path)
+}
+
 /// Failures of the scan. A namespace that vanishes mid-scan is skipped, not an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
@@ -56,7 +72,7 @@ pub fn scan_pod_namespaces(
     let mut seen = HashSet::from([(host.dev(), host.ino())]);
     let mut paths: Vec<PathBuf> = Vec::new();
     let named = std::fs::read_dir("/run/netns").into_iter().flatten();
-    let procs = std::fs::read_dir("/proc")
+    let procs = std::fs::read_dir(proc_root())
         .into_iter()
         .flatten()
         .filter_map(Result::ok)

@@ -22,7 +22,7 @@ mod tests;
 
 pub use diff::{ConnectivityDiff, DiffRow, connectivity_diff, port_set_minus};
 pub use plan::{PortItem, RenderPeer, RuleSpec};
-pub use render::{kustomization, to_yaml};
+pub use render::{default_deny, kustomization, to_yaml};
 
 use std::collections::BTreeMap;
 

@@ -225,7 +225,7 @@ pub(super) fn policy(plan: Plan, _ctx: &Context<'_>, _opts: &SynthOptions) -> Le
 }
 
 /// Denies everything to and from every pod of a namespace, for pods no learned policy covers.
-pub(super) fn default_deny(namespace: &str) -> LearnedPolicy {
+pub fn default_deny(namespace: &str) -> LearnedPolicy {
     let object = NetworkPolicy {
         metadata: ObjectMeta {
             name: Some("default-deny".into()),

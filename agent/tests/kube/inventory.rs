@@ -8,14 +8,14 @@ use trustmap::kube::{KubeInventory, PodScope};
 
 use crate::stub::{Reply, Stub, event, gone, list, status, wait};
 
-const PODS: &str = "/api/v1/pods";
-const NAMESPACES: &str = "/api/v1/namespaces";
+pub const PODS: &str = "/api/v1/pods";
+pub const NAMESPACES: &str = "/api/v1/namespaces";
 const NODES: &str = "/api/v1/nodes";
 const SERVICES: &str = "/api/v1/services";
 const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
 const POLICIES: &str = "/apis/networking.k8s.io/v1/networkpolicies";
 
-fn pod(name: &str, ip: &str, rv: &str) -> Value {
+pub fn pod(name: &str, ip: &str, rv: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": "shop", "resourceVersion": rv,
@@ -38,7 +38,7 @@ fn policy(name: &str) -> Value {
 
 /// Scripts a first list of every kind: two pods, a namespace, a node, a service, a slice and a
 /// policy.
-fn script_cluster(stub: &Stub) {
+pub fn script_cluster(stub: &Stub) {
     let ok = |kind: &str, items: Vec<Value>| Reply::Json(200, list(kind, "10", items));
     stub.script(
         "GET",

@@ -1,0 +1,153 @@
+//! What the agent does with each batch of flow records (IO at the edges only: the sinks): the
+//! [`Flagger`] decides edges and alerts, the [`EdgeTable`] and the learning [`FlowGraph`]
+//! record them, the [`AlertGate`] lets alerts through to the sinks.
+//!
+//! The pipeline outlives inventory snapshots: the flagger and identities of the snapshot in
+//! force are passed to each call, so a refresh swaps them without losing any state.
+
+use std::time::Instant;
+
+use chrono::Utc;
+use tracing::warn;
+
+use super::{EdgeTable, Flagger};
+use crate::{
+    alert::{
+        Alert, AlertGate, AlertKind, Decision,
+        sinks::{JsonLines, Webhook},
+    },
+    flow::FlowRecord,
+    graph::FlowGraph,
+    identity::Identities,
+    kube::EventSink,
+    metrics::Metrics,
+};
+
+/// Where alerts go; each is optional.
+#[derive(Default)]
+pub struct Sinks {
+    pub json: Option<JsonLines>,
+    pub webhook: Option<Webhook>,
+    pub events: Option<EventSink>,
+}
+
+/// The agent's state across batches.
+pub struct Pipeline {
+    pub edges: EdgeTable,
+    pub graph: FlowGraph,
+    pub gate: AlertGate,
+    pub metrics: Metrics,
+    pub sinks: Sinks,
+    /// Edges or graph changed since the last save.
+    pub dirty: bool,
+    started: Instant,
+    suppressed_reported: u64,
+}
+
+impl Pipeline {
+    /// Edges restored from an earlier run have already alerted: the gate remembers them.
+    pub fn new(
+        edges: EdgeTable,
+        graph: FlowGraph,
+        mut gate: AlertGate,
+        metrics: Metrics,
+        sinks: Sinks,
+    ) -> Self {
+        for (edge, _) in edges.iter() {
+            gate.remember(AlertKind::WouldDeny, edge.clone());
+            gate.remember(AlertKind::UnexpectedFlow, edge.clone());
+        }
+        metrics.edges.set(edges.len() as i64);
+        Self {
+            edges,
+            graph,
+            gate,
+            metrics,
+            sinks,
+            dirty: false,
+            started: Instant::now(),
+            suppressed_reported: 0,
+        }
+    }
+
+    /// Handles one batch against the snapshot in force.
+    pub fn handle(&mut self, flagger: &Flagger<'_>, ids: &Identities<'_>, records: &[FlowRecord]) {
+        let now = Utc::now();
+        let mut learned = Vec::with_capacity(records.len());
+        for r in records {
+            self.metrics.flows_observed.inc();
+            let outcome = match flagger.process(r, now) {
+                Ok(Some(o)) => o,
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!(error = %e, "flow not resolved");
+                    continue;
+                }
+            };
+            learned.push(r.clone());
+            self.dirty = true;
+            if self.edges.observe(&outcome.edge, outcome.seen) {
+                self.metrics.edges.set(self.edges.len() as i64);
+            }
+            for (kind, explanation) in outcome.alerts {
+                let decision = self.gate.offer(kind, &outcome.edge, self.started.elapsed());
+                if decision != Decision::Send {
+                    continue;
+                }
+                match kind {
+                    AlertKind::WouldDeny => self.metrics.would_deny_flows.inc(),
+                    AlertKind::UnexpectedFlow => self.metrics.unexpected_flows.inc(),
+                };
+                let stats = self.edges.get(&outcome.edge);
+                let alert = Alert {
+                    kind,
+                    edge: outcome.edge.clone(),
+                    src_pod: outcome.src_pod.clone(),
+                    first_seen: stats.map_or(outcome.seen, |s| s.first_seen),
+                    count: stats.map_or(1, |s| s.count),
+                    explanation: serde_json::to_value(&explanation).unwrap_or_default(),
+                };
+                self.send(&alert);
+            }
+        }
+        // The learning graph: the same records, in the identities synthesis uses.
+        let batch = ids.classify_batch(&learned);
+        for o in &batch.observations {
+            self.graph.observe(o);
+        }
+        let suppressed = self.gate.suppressed();
+        self.metrics
+            .alerts_suppressed
+            .inc_by(suppressed - self.suppressed_reported);
+        self.suppressed_reported = suppressed;
+    }
+
+    fn send(&mut self, alert: &Alert) {
+        if let Some(sink) = self.sinks.json.as_mut()
+            && let Err(e) = sink.send(alert)
+        {
+            warn!(error = %e, "writing an alert failed");
+        }
+        if let Some(w) = &self.sinks.webhook
+            && !w.send(alert)
+        {
+            self.metrics.alerts_dropped.inc();
+        }
+        if let Some(e) = &self.sinks.events
+            && alert.src_pod.is_some()
+            && !e.send(alert)
+        {
+            self.metrics.alerts_dropped.inc();
+        }
+    }
+
+    /// The node's edges as a JSON array, for `/flows`.
+    pub fn flows_json(&self) -> String {
+        let mut lines = Vec::new();
+        let _ = self.edges.write_jsonl(&mut lines);
+        let joined = String::from_utf8_lossy(&lines)
+            .trim_end()
+            .replace('\n', ",");
+        format!("[{joined}]")
+    }
+}

@@ -1,0 +1,237 @@
+//! The Kubernetes Event sink: each alert that passed the gate becomes a `Warning` Event
+//! (core/v1) on the pod that initiated the connection, so that `kubectl describe pod` and
+//! `kubectl get events` show it. Reason `WouldDeny` or `UnexpectedFlow`; the message names the
+//! edge and the deciding policy.
+//!
+//! Like the webhook, the sink never blocks the datapath loop: alerts go through a bounded queue
+//! to a task of their own; a full queue and a refused or failed create are counted, never
+//! retried in the loop. Alerts without a source pod (from a node or an external address) have
+//! no object to be reported on and are skipped.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::{
+    api::core::v1::{Event, EventSource, ObjectReference},
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
+};
+use kube::{Api, Client, api::PostParams};
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::mpsc;
+
+use crate::alert::{Alert, AlertKind};
+
+/// The `source.component` and `reportingComponent` of the Events.
+pub const COMPONENT: &str = "trustmap-agent";
+
+/// Looks up a pod's UID by namespace and name (the inventory's store), for `involvedObject`:
+/// `kubectl describe pod` matches Events on it.
+pub type UidLookup = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
+
+/// Settings of the sink.
+#[derive(Clone, Debug)]
+pub struct EventSinkConfig {
+    /// This node's name: `source.host` and `reportingInstance`.
+    pub node: String,
+    /// Alerts waiting to be posted at most.
+    pub queue: usize,
+}
+
+/// Creates Events from alerts, on a task of its own.
+pub struct EventSink {
+    queue: mpsc::Sender<Alert>,
+}
+
+/// The Event of one alert at `now`, or `None` when the alert has no source pod.
+pub fn event_for(
+    alert: &Alert,
+    uid: Option<String>,
+    node: &str,
+    now: DateTime<Utc>,
+) -> Option<Event> {
+    let (namespace, pod) = alert.src_pod.as_deref()?.split_once('/')?;
+    let reason = match alert.kind {
+        AlertKind::WouldDeny => "WouldDeny",
+        AlertKind::UnexpectedFlow => "UnexpectedFlow",
+    };
+    let port = alert.edge.port.map(|p| format!(":{p}")).unwrap_or_default();
+    let what = match alert.kind {
+        AlertKind::WouldDeny => "the current NetworkPolicies would deny",
+        AlertKind::UnexpectedFlow => "outside the baseline",
+    };
+    let decided = deciding_policy(&alert.explanation)
+        .map(|p| format!(" ({p})"))
+        .unwrap_or_default();
+    let message = format!(
+        "{} -> {} {}{port}: {what}{decided}; first seen {}, {} connection(s)",
+        alert.edge.src,
+        alert.edge.dst,
+        alert.edge.protocol,
+        alert
+            .first_seen
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        alert.count,
+    );
+    let time = Time(
+        k8s_openapi::jiff::Timestamp::new(now.timestamp(), now.timestamp_subsec_nanos() as i32)
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    );
+    // Names must be unique in the namespace; the pod's name and the time in hex, as kubelet does.
+    let name = format!(
+        "{pod}.{:x}",
+        now.timestamp_nanos_opt().unwrap_or_default() as u64
+    );
+    Some(Event {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace.to_owned()),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            namespace: Some(namespace.to_owned()),
+            name: Some(pod.to_owned()),
+            uid,
+            ..ObjectReference::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message),
+        type_: Some("Warning".into()),
+        action: Some("Observed".into()),
+        count: Some(1),
+        first_timestamp: Some(time.clone()),
+        last_timestamp: Some(time),
+        source: Some(EventSource {
+            component: Some(COMPONENT.into()),
+            host: Some(node.to_owned()),
+        }),
+        reporting_component: Some(COMPONENT.into()),
+        reporting_instance: Some(node.to_owned()),
+        ..Event::default()
+    })
+}
+
+/// The denying sides of an explanation (as the policy engine serializes it) with the policies
+/// that isolate them: `ingress denied: isolated by shop/db-from-api`.
+fn deciding_policy(v: &serde_json::Value) -> Option<String> {
+    let sides: Vec<String> = ["egress", "ingress"]
+        .into_iter()
+        .filter(|side| v[side]["decision"] == "deny")
+        .map(|side| {
+            let policies: Vec<&str> = v[side]["policies"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p.as_str()).collect())
+                .unwrap_or_default();
+            if policies.is_empty() {
+                format!("{side} denied")
+            } else {
+                format!("{side} denied: isolated by {}", policies.join(", "))
+            }
+        })
+        .collect();
+    (!sides.is_empty()).then(|| sides.join("; "))
+}
+
+impl EventSink {
+    /// Starts the posting task; needs a tokio runtime. `failures` counts Events that could not
+    /// be created (the API server refused them or could not be reached).
+    pub fn start(
+        client: Client,
+        config: EventSinkConfig,
+        uid_of: UidLookup,
+        failures: Counter,
+    ) -> Self {
+        let (queue, mut rx) = mpsc::channel::<Alert>(config.queue);
+        tokio::spawn(async move {
+            while let Some(alert) = rx.recv().await {
+                let uid = alert
+                    .src_pod
+                    .as_deref()
+                    .and_then(|p| p.split_once('/'))
+                    .and_then(|(ns, name)| uid_of(ns, name));
+                let Some(event) = event_for(&alert, uid, &config.node, Utc::now()) else {
+                    continue;
+                };
+                let namespace = event.metadata.namespace.clone().unwrap_or_default();
+                let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
+                if let Err(e) = api.create(&PostParams::default(), &event).await {
+                    failures.inc();
+                    tracing::warn!(
+                        error = %e,
+                        event = event.metadata.name.as_deref().unwrap_or(""),
+                        namespace,
+                        "creating a Kubernetes Event failed"
+                    );
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    /// Queues an alert; returns false when the queue is full (the caller counts it).
+    pub fn send(&self, alert: &Alert) -> bool {
+        self.queue.try_send(alert.clone()).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{alert::EdgeKey, flow::Protocol};
+
+    fn alert(kind: AlertKind, src_pod: Option<&str>) -> Alert {
+        Alert {
+            kind,
+            edge: EdgeKey {
+                src: "shop/Deployment/web".into(),
+                dst: "shop/Deployment/db".into(),
+                protocol: Protocol::Tcp,
+                port: Some(5432),
+            },
+            src_pod: src_pod.map(str::to_owned),
+            first_seen: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            count: 3,
+            explanation: serde_json::json!({"verdict": "deny",
+                "egress": {"decision": "allow"},
+                "ingress": {"decision": "deny", "policies": ["shop/db-from-api"]}}),
+        }
+    }
+
+    #[test]
+    fn an_event_is_a_warning_on_the_source_pod_naming_edge_and_policy() {
+        let now = DateTime::from_timestamp(1_700_000_100, 5).unwrap();
+        let e = event_for(
+            &alert(AlertKind::WouldDeny, Some("shop/web-1")),
+            Some("u-1".into()),
+            "worker-1",
+            now,
+        )
+        .expect("an event");
+        assert_eq!(e.metadata.namespace.as_deref(), Some("shop"));
+        assert!(e.metadata.name.as_deref().unwrap().starts_with("web-1."));
+        let o = &e.involved_object;
+        assert_eq!(
+            (o.kind.as_deref(), o.namespace.as_deref(), o.name.as_deref()),
+            (Some("Pod"), Some("shop"), Some("web-1"))
+        );
+        assert_eq!(o.uid.as_deref(), Some("u-1"));
+        assert_eq!(e.reason.as_deref(), Some("WouldDeny"));
+        assert_eq!(e.type_.as_deref(), Some("Warning"));
+        let m = e.message.unwrap();
+        assert!(
+            m.contains("shop/Deployment/web -> shop/Deployment/db TCP:5432"),
+            "{m}"
+        );
+        assert!(
+            m.contains("(ingress denied: isolated by shop/db-from-api)"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn an_alert_without_a_source_pod_makes_no_event() {
+        let a = alert(AlertKind::UnexpectedFlow, None);
+        assert!(event_for(&a, None, "n", Utc::now()).is_none());
+    }
+}
