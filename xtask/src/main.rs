@@ -171,13 +171,9 @@ fn bench(root: &Path) -> anyhow::Result<()> {
                 "-p",
                 "trustmap-e2e",
                 "--bin",
-                "trustmap-bench",
+                "trustmap-datapath-bench",
             ])
             .env("TRUSTMAP_BIN", root.join("target/release/trustmap")),
     )?;
-    let benches = root.join("agent/benches");
-    if benches.exists() {
-        run(root, cargo().args(["bench", "-p", "trustmap"]))?;
-    }
-    Ok(())
+    run(root, cargo().args(["bench", "-p", "trustmap"]))
 }
