@@ -88,6 +88,19 @@ impl EdgeTable {
         Ok(())
     }
 
+    /// All edges as one JSON array (for `/flows`).
+    pub fn to_json_array(&self) -> String {
+        let lines: Vec<Line> = self
+            .edges
+            .iter()
+            .map(|(edge, stats)| Line {
+                edge: edge.clone(),
+                stats: stats.clone(),
+            })
+            .collect();
+        serde_json::to_string(&lines).unwrap_or_else(|_| "[]".into())
+    }
+
     /// Reads what [`write_jsonl`](Self::write_jsonl) wrote. A bad line is an error naming it.
     pub fn read_jsonl(input: impl BufRead) -> io::Result<Self> {
         let mut t = Self::default();

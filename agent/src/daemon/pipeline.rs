@@ -143,11 +143,6 @@ impl Pipeline {
 
     /// The node's edges as a JSON array, for `/flows`.
     pub fn flows_json(&self) -> String {
-        let mut lines = Vec::new();
-        let _ = self.edges.write_jsonl(&mut lines);
-        let joined = String::from_utf8_lossy(&lines)
-            .trim_end()
-            .replace('\n', ",");
-        format!("[{joined}]")
+        self.edges.to_json_array()
     }
 }
