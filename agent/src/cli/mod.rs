@@ -8,6 +8,7 @@ mod diff;
 mod explain;
 mod export;
 mod learn;
+mod lint;
 mod matrix;
 mod observe;
 
@@ -52,6 +53,8 @@ pub enum Command {
     Crd(crd::CrdArgs),
     /// Write the edges the agents learned, merged, as JSON lines.
     Export(export::ExportArgs),
+    /// Report overly permissive, missing or dead policies, with fixes (table, JSON, SARIF).
+    Lint(lint::LintArgs),
 }
 
 impl Command {
@@ -68,6 +71,7 @@ impl Command {
             Self::Diff(args) => diff::run(args),
             Self::Crd(args) => crd::run(args),
             Self::Export(args) => export::run(args),
+            Self::Lint(args) => lint::run(args),
         }
     }
 }

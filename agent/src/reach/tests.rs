@@ -1,0 +1,1 @@
+//! Blast radius on small hand-written clusters.
