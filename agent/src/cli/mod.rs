@@ -2,6 +2,7 @@
 //! calls on the library and decides the exit code.
 
 mod agent;
+mod blast_radius;
 mod check;
 mod crd;
 mod diff;
@@ -55,6 +56,8 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Report overly permissive, missing or dead policies, with fixes (table, JSON, SARIF).
     Lint(lint::LintArgs),
+    /// Per workload: what a compromised pod reaches, directly and by hopping, and who reaches it.
+    BlastRadius(blast_radius::BlastRadiusArgs),
 }
 
 impl Command {
@@ -72,6 +75,7 @@ impl Command {
             Self::Crd(args) => crd::run(args),
             Self::Export(args) => export::run(args),
             Self::Lint(args) => lint::run(args),
+            Self::BlastRadius(args) => blast_radius::run(args),
         }
     }
 }
