@@ -26,4 +26,5 @@ pub mod netif;
 pub mod policy;
 pub mod preexisting;
 pub mod reach;
+pub mod render;
 pub mod synth;

@@ -189,9 +189,17 @@ fn generated_clusters_have_multi_hop_and_partial_reach() {
         let loaded = common::load(&c.docs);
         let ev = Evaluator::new(&loaded.inventory, &loaded.policies);
         let report = blast_radius(&ev);
-        let max = report.rows.iter().map(|r| r.transitive_pods).max().unwrap_or(0);
+        let max = report
+            .rows
+            .iter()
+            .map(|r| r.transitive_pods)
+            .max()
+            .unwrap_or(0);
         multi_hop |= report.rows.iter().any(|r| r.hops.len() >= 2);
         partial |= report.rows.iter().any(|r| r.transitive_pods < max);
     }
-    assert!(multi_hop && partial, "multi-hop {multi_hop}, partial {partial}");
+    assert!(
+        multi_hop && partial,
+        "multi-hop {multi_hop}, partial {partial}"
+    );
 }

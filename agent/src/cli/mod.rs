@@ -8,6 +8,7 @@ mod crd;
 mod diff;
 mod explain;
 mod export;
+mod graph;
 mod learn;
 mod lint;
 mod matrix;
@@ -58,6 +59,8 @@ pub enum Command {
     Lint(lint::LintArgs),
     /// Per workload: what a compromised pod reaches, directly and by hopping, and who reaches it.
     BlastRadius(blast_radius::BlastRadiusArgs),
+    /// Draw workloads, externals and nodes with edges coloured by verdict (DOT, Mermaid, HTML).
+    Graph(graph::GraphArgs),
 }
 
 impl Command {
@@ -76,6 +79,7 @@ impl Command {
             Self::Export(args) => export::run(args),
             Self::Lint(args) => lint::run(args),
             Self::BlastRadius(args) => blast_radius::run(args),
+            Self::Graph(args) => graph::run(args),
         }
     }
 }

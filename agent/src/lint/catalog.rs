@@ -210,4 +210,13 @@ mod tests {
         assert_eq!(codes.len(), RULES.len());
         assert_eq!(names.len(), RULES.len());
     }
+
+    #[test]
+    fn docs_list_every_rule_with_its_severity() {
+        let doc = include_str!("../../../docs/audit.md");
+        for r in RULES {
+            let row = format!("| {} | `{}` | {} |", r.code, r.name, r.severity);
+            assert!(doc.contains(&row), "docs/audit.md lacks {row}");
+        }
+    }
 }

@@ -130,10 +130,10 @@ pub struct Subject {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub direction: Option<Direction>,
     /// Index of the rule in the direction's list.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "rule_index", skip_serializing_if = "Option::is_none")]
     pub rule: Option<usize>,
     /// Index of the peer in the rule's `from`/`to`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "peer_index", skip_serializing_if = "Option::is_none")]
     pub peer: Option<usize>,
     /// The namespace, workload or Service concerned, when it is not a policy.
     #[serde(skip_serializing_if = "Option::is_none")]
