@@ -1,6 +1,6 @@
 //! `cargo xtask setup`: installs what the build and the tests need, idempotently, and quickly when
 //! nothing is missing. The recipe is ../shared/toolchain/EBPF-BUILD.md:
-//! - Debian packages: iproute2 (ip, tc), bpftool, iperf3 (benchmarks);
+//! - Debian packages: iproute2 (ip, tc), bpftool, iperf3 (benchmarks), chromium (HTML graph test);
 //! - an eBPF toolchain: nightly when installed, else stable with RUSTC_BOOTSTRAP=1;
 //! - rust-src for it (from rustup, or from the tarball named by TRUSTMAP_RUST_SRC_TARBALL);
 //! - bpf-linker 0.13 built against that toolchain's own libLLVM, under the tools directory, in a
@@ -16,7 +16,7 @@ use anyhow::{Context as _, bail};
 
 use crate::run as sh;
 
-const APT_PACKAGES: &[&str] = &["iproute2", "bpftool", "iperf3"];
+const APT_PACKAGES: &[&str] = &["iproute2", "bpftool", "iperf3", "chromium"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// The eBPF toolchain that setup prepared.

@@ -2,12 +2,15 @@
 //! calls on the library and decides the exit code.
 
 mod agent;
+mod blast_radius;
 mod check;
 mod crd;
 mod diff;
 mod explain;
 mod export;
+mod graph;
 mod learn;
+mod lint;
 mod matrix;
 mod observe;
 
@@ -52,6 +55,12 @@ pub enum Command {
     Crd(crd::CrdArgs),
     /// Write the edges the agents learned, merged, as JSON lines.
     Export(export::ExportArgs),
+    /// Report overly permissive, missing or dead policies, with fixes (table, JSON, SARIF).
+    Lint(lint::LintArgs),
+    /// Per workload: what a compromised pod reaches, directly and by hopping, and who reaches it.
+    BlastRadius(blast_radius::BlastRadiusArgs),
+    /// Draw workloads, externals and nodes with edges coloured by verdict (DOT, Mermaid, HTML).
+    Graph(graph::GraphArgs),
 }
 
 impl Command {
@@ -68,6 +77,9 @@ impl Command {
             Self::Diff(args) => diff::run(args),
             Self::Crd(args) => crd::run(args),
             Self::Export(args) => export::run(args),
+            Self::Lint(args) => lint::run(args),
+            Self::BlastRadius(args) => blast_radius::run(args),
+            Self::Graph(args) => graph::run(args),
         }
     }
 }

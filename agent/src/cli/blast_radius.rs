@@ -1,0 +1,166 @@
+//! `trustmap blast-radius`: per workload, what it reaches directly and by hopping, and who
+//! reaches it, under the current policies and, with flows, under the learned ones.
+
+use std::{
+    io::{self, BufWriter, Write},
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use anyhow::bail;
+use serde::Serialize;
+
+use super::learn::{build_graph, identity_options};
+use crate::{
+    identity::{Identities, WorkloadSelectors},
+    policy::Evaluator,
+    reach::{BlastReport, BlastRow, blast_radius},
+    synth::{self, SynthOptions},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct BlastRadiusArgs {
+    /// Manifest files or directories (YAML, JSON, `kind: List`), read recursively.
+    #[arg(long, required = true, num_args = 1..)]
+    pub manifests: Vec<PathBuf>,
+    /// Flow records: also compute the blast radius under the policies learned from them.
+    #[arg(long, num_args = 1..)]
+    pub flows: Vec<String>,
+    /// Only this workload (`namespace/Kind/name` or `namespace/pod`), with every workload it
+    /// reaches and in how many hops.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = BlastFormat::Table)]
+    pub output: BlastFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BlastFormat {
+    Table,
+    Json,
+}
+
+#[derive(Serialize)]
+struct Both<'a> {
+    current: &'a [BlastRow],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    learned: Option<&'a [BlastRow]>,
+}
+
+pub fn run(args: BlastRadiusArgs) -> anyhow::Result<ExitCode> {
+    let loaded = super::check::load_manifests(&args.manifests)?;
+    let current = blast_radius(&Evaluator::new(&loaded.inventory, &loaded.policies));
+    let learned = if args.flows.is_empty() {
+        None
+    } else {
+        let id_opts = identity_options(
+            &[],
+            "kube-system",
+            &["k8s-app=kube-dns".into()],
+            "32768-60999",
+        )?;
+        let ids = Identities::new(&loaded.inventory, id_opts);
+        let graph = build_graph(&ids, &args.flows, &[], None)?;
+        let selectors = WorkloadSelectors::new(&ids);
+        let ctx = synth::Context {
+            identities: &ids,
+            selectors: &selectors,
+            cluster_cidrs: ids.cluster_cidrs(),
+        };
+        let opts = SynthOptions {
+            namespace_default_deny: true,
+            ..SynthOptions::default()
+        };
+        let policies = synth::learn(&ctx, &graph, &opts).to_policies()?;
+        Some(blast_radius(&Evaluator::new(&loaded.inventory, &policies)))
+    };
+    let pick = |r: &BlastReport| -> anyhow::Result<Vec<BlastRow>> {
+        match &args.from {
+            None => Ok(r.rows.clone()),
+            Some(w) => {
+                let rows: Vec<BlastRow> = r
+                    .rows
+                    .iter()
+                    .filter(|row| row.workload == *w)
+                    .cloned()
+                    .collect();
+                if rows.is_empty() {
+                    bail!(
+                        "--from {w:?}: no such workload or pod in the manifests; expected namespace/Kind/name or namespace/pod"
+                    );
+                }
+                Ok(rows)
+            }
+        }
+    };
+    let cur = pick(&current)?;
+    let lrn = learned.as_ref().map(pick).transpose()?;
+    let mut out = BufWriter::new(io::stdout().lock());
+    match args.output {
+        BlastFormat::Json => {
+            serde_json::to_writer_pretty(
+                &mut out,
+                &Both {
+                    current: &cur,
+                    learned: lrn.as_deref(),
+                },
+            )?;
+            writeln!(out)?;
+        }
+        BlastFormat::Table => {
+            if lrn.is_some() {
+                writeln!(out, "Under the current policies:")?;
+            }
+            table(&mut out, &cur, args.from.is_some())?;
+            if let Some(l) = &lrn {
+                writeln!(out, "\nUnder the policies learned from the flows:")?;
+                table(&mut out, l, args.from.is_some())?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn table(out: &mut impl Write, rows: &[BlastRow], detail: bool) -> io::Result<()> {
+    let w = rows
+        .iter()
+        .map(|r| r.workload.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    writeln!(
+        out,
+        "{:<w$}  {:>4}  {:>9}  {:>10}  {:>4}  {:>11}  {:>4}  {:>10}  HOPS",
+        "WORKLOAD", "PODS", "REACH", "PORTS", "EXT", "REACHED-BY", "EXT", "TRANSITIVE"
+    )?;
+    let yn = |b: bool| if b { "yes" } else { "no" };
+    for r in rows {
+        let hops: Vec<String> = r
+            .hops
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{}:{n}", i + 1))
+            .collect();
+        writeln!(
+            out,
+            "{:<w$}  {:>4}  {:>9}  {:>10}  {:>4}  {:>11}  {:>4}  {:>10}  {}",
+            r.workload,
+            r.pods,
+            r.reach_pods,
+            r.reach_ports,
+            yn(r.reach_external),
+            r.reached_by_pods,
+            yn(r.reached_by_external),
+            r.transitive_pods,
+            hops.join(" ")
+        )?;
+        if detail {
+            for x in &r.reached {
+                writeln!(out, "  {} hop(s)  {}  ({})", x.hops, x.workload, x.ports)?;
+            }
+        }
+    }
+    Ok(())
+}

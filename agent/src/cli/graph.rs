@@ -1,0 +1,67 @@
+//! `trustmap graph`: the workloads, externals and nodes with allowed and observed edges,
+//! coloured by verdict, as DOT, Mermaid or one self-contained HTML page.
+
+use std::{
+    io::{self, Write},
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use super::learn::{build_graph, identity_options};
+use crate::{
+    identity::Identities,
+    policy::Evaluator,
+    reach::observed_connections,
+    render::{GraphModel, render_html, to_dot, to_mermaid},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct GraphArgs {
+    /// Manifest files or directories (YAML, JSON, `kind: List`), read recursively.
+    #[arg(long, required = true, num_args = 1..)]
+    pub manifests: Vec<PathBuf>,
+    /// Flow records: draw observed edges with counts, and tell used from excess.
+    #[arg(long, num_args = 1..)]
+    pub flows: Vec<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = GraphFormat::Html)]
+    pub output: GraphFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+    Html,
+}
+
+pub fn run(args: GraphArgs) -> anyhow::Result<ExitCode> {
+    let loaded = super::check::load_manifests(&args.manifests)?;
+    let ev = Evaluator::new(&loaded.inventory, &loaded.policies);
+    let observed = if args.flows.is_empty() {
+        None
+    } else {
+        let id_opts = identity_options(
+            &[],
+            "kube-system",
+            &["k8s-app=kube-dns".into()],
+            "32768-60999",
+        )?;
+        let ids = Identities::new(&loaded.inventory, id_opts);
+        let graph = build_graph(&ids, &args.flows, &[], None)?;
+        Some(observed_connections(&ids, &graph))
+    };
+    let model = GraphModel::build(&ev, observed.as_deref());
+    let title: Vec<String> = args
+        .manifests
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let text = match args.output {
+        GraphFormat::Dot => to_dot(&model),
+        GraphFormat::Mermaid => to_mermaid(&model),
+        GraphFormat::Html => render_html(&model, &title.join(" ")),
+    };
+    io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}

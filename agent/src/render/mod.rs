@@ -1,0 +1,342 @@
+//! The flow graph people look at: workloads grouped by namespace, plus externals and nodes,
+//! with edges coloured by verdict, rendered as DOT, Mermaid or one self-contained HTML file.
+//!
+//! ```text
+//!   Evaluator ──allowed ports per pair──┐
+//!   observed connections (optional) ───┴─▶ GraphModel ──▶ to_dot | to_mermaid | render_html
+//! ```
+//!
+//! Edge verdicts: `observed` (allowed and seen), `excess` (allowed, never seen; with flows
+//! only), `denied` (seen, but the policies would deny it), `allowed` (no flows given). Pure:
+//! the HTML has no external resource at all, so it works air-gapped.
+
+mod dot;
+mod html;
+mod layout;
+
+pub use dot::{to_dot, to_mermaid};
+pub use html::render_html;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::{
+    flow::Protocol,
+    inventory::{Inventory, Resolved},
+    policy::{Connection, Evaluator, Explanation, PortSet},
+    reach::{ObservedConnection, reach_matrix},
+    synth::port_set_minus,
+};
+
+/// What an edge means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeVerdict {
+    /// Allowed and observed.
+    Observed,
+    /// Allowed but never observed: excess privilege.
+    Excess,
+    /// Observed, but the policies would deny it.
+    Denied,
+    /// Allowed; no flows were given to tell whether it is used.
+    Allowed,
+}
+
+impl EdgeVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Observed => "observed",
+            Self::Excess => "excess",
+            Self::Denied => "denied",
+            Self::Allowed => "allowed",
+        }
+    }
+
+    /// The colour the outputs draw it in (see docs/audit.md).
+    pub fn colour(self) -> &'static str {
+        match self {
+            Self::Observed => "#2e9e44",
+            Self::Excess => "#e69f00",
+            Self::Denied => "#d62728",
+            Self::Allowed => "#6c7a89",
+        }
+    }
+}
+
+/// What a node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    Workload,
+    Node,
+    External,
+}
+
+/// A node: a workload (or pod without workload), a cluster node, or an external address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GraphNode {
+    /// Unique: `ns/Kind/name`, `ns/pod`, `node <name>`, `external <ip or CIDR>`.
+    pub id: String,
+    /// Short: the name without its namespace.
+    pub label: String,
+    /// The namespace, or `(outside)` for nodes and externals.
+    pub group: String,
+    pub kind: NodeKind,
+}
+
+/// One port (or port set) of an edge, with its count and why the policies decide so.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EdgeItem {
+    /// `TCP 8080`, or a port set such as `TCP:80,443 UDP:53`.
+    pub ports: String,
+    /// Connections observed (0 for excess and allowed).
+    pub count: u64,
+    /// The explaining rules, one sentence per side.
+    pub why: Vec<String>,
+}
+
+/// A drawn edge: one per source, destination and verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GraphEdge {
+    pub src: usize,
+    pub dst: usize,
+    pub verdict: EdgeVerdict,
+    pub items: Vec<EdgeItem>,
+}
+
+impl GraphEdge {
+    /// The label drawn on the edge: ports with counts.
+    pub fn label(&self) -> String {
+        let parts: Vec<String> = self
+            .items
+            .iter()
+            .map(|i| {
+                if i.count > 0 {
+                    format!("{} ×{}", i.ports, i.count)
+                } else {
+                    i.ports.clone()
+                }
+            })
+            .collect();
+        parts.join(", ")
+    }
+}
+
+/// Nodes and edges, ready to render.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GraphModel {
+    pub nodes: Vec<GraphNode>,
+    pub edges: Vec<GraphEdge>,
+    /// Whether flows were given (otherwise no edge is observed, excess or denied).
+    pub with_flows: bool,
+}
+
+/// The group of nodes outside every namespace.
+pub const OUTSIDE: &str = "(outside)";
+
+fn node_of(inv: &Inventory, r: &Resolved, matrix_name: Option<&str>) -> GraphNode {
+    let (id, group, kind) = match *r {
+        Resolved::Pod { pod, .. } | Resolved::Host { pod: Some(pod), .. } => {
+            let p = inv.pod(pod);
+            let id = match p.workload {
+                Some(w) => inv.workload_ref(w),
+                None => inv.pod_ref(pod),
+            };
+            (
+                id,
+                inv.namespace(p.namespace).name.clone(),
+                NodeKind::Workload,
+            )
+        }
+        Resolved::Host { node: Some(n), .. } => (
+            format!("node {}", inv.node(n).name),
+            OUTSIDE.into(),
+            NodeKind::Node,
+        ),
+        Resolved::Host { ip, .. } => (
+            ip.map_or_else(|| "node".into(), |ip| format!("node {ip}")),
+            OUTSIDE.into(),
+            NodeKind::Node,
+        ),
+        Resolved::External(ip) => (
+            match matrix_name {
+                Some("external") => "external (internet)".to_owned(),
+                Some(n) => format!("external {n}"),
+                None => format!("external {ip}"),
+            },
+            OUTSIDE.into(),
+            NodeKind::External,
+        ),
+    };
+    let label = match kind {
+        NodeKind::Workload => id.split_once('/').map_or(id.clone(), |(_, r)| r.to_owned()),
+        _ => id.clone(),
+    };
+    GraphNode {
+        id,
+        label,
+        group,
+        kind,
+    }
+}
+
+fn why(e: &Explanation) -> Vec<String> {
+    vec![
+        format!("egress of {}: {}", e.source, e.egress.reason),
+        format!("ingress of {}: {}", e.destination, e.ingress.reason),
+    ]
+}
+
+/// A connection that stands for a port set: its first TCP, UDP or SCTP port.
+fn probe(src: Resolved, dst: Resolved, s: &PortSet) -> Connection {
+    let (protocol, port) = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp]
+        .into_iter()
+        .find_map(|p| {
+            let r = s.ranges(p)?;
+            r.ranges().first().map(|&(a, _)| (p, Some(a.max(1))))
+        })
+        .unwrap_or((Protocol::Icmp, None));
+    Connection {
+        src,
+        dst,
+        protocol,
+        port,
+    }
+}
+
+struct Builder<'a> {
+    ev: &'a Evaluator<'a>,
+    model: GraphModel,
+    index: BTreeMap<String, usize>,
+    edges: BTreeMap<(usize, usize, EdgeVerdict), Vec<EdgeItem>>,
+}
+
+impl Builder<'_> {
+    fn node(&mut self, r: &Resolved, matrix_name: Option<&str>) -> usize {
+        let n = node_of(self.ev.inventory(), r, matrix_name);
+        if let Some(&i) = self.index.get(&n.id) {
+            return i;
+        }
+        let i = self.model.nodes.len();
+        self.index.insert(n.id.clone(), i);
+        self.model.nodes.push(n);
+        i
+    }
+}
+
+impl GraphModel {
+    /// Builds the graph: every allowed pair of entities (see `trustmap matrix`) and, when
+    /// flows are given, every observed connection with its verdict.
+    pub fn build(ev: &Evaluator<'_>, observed: Option<&[ObservedConnection]>) -> Self {
+        let mut b = Builder {
+            ev,
+            model: GraphModel {
+                with_flows: observed.is_some(),
+                ..GraphModel::default()
+            },
+            index: BTreeMap::new(),
+            edges: BTreeMap::new(),
+        };
+        let entities = ev.matrix_entities();
+        let inside = |r: &Resolved| {
+            matches!(
+                r,
+                Resolved::Pod { .. } | Resolved::Host { pod: Some(_), .. }
+            )
+        };
+        for e in &entities {
+            if inside(&e.end) {
+                b.node(&e.end, None);
+            }
+        }
+        // Observed ports per (src, dst) node pair, to subtract from what is allowed.
+        let mut seen: BTreeMap<(usize, usize), PortSet> = BTreeMap::new();
+        for o in observed.unwrap_or_default() {
+            let c = &o.connection;
+            let s = b.node(&c.src, None);
+            let d = b.node(&c.dst, None);
+            let e = ev.explain(c);
+            let verdict = if e.verdict == "allow" {
+                EdgeVerdict::Observed
+            } else {
+                EdgeVerdict::Denied
+            };
+            let ports = match c.port {
+                Some(p) => format!("{} {p}", c.protocol),
+                None => c.protocol.to_string(),
+            };
+            let set = match c.port {
+                Some(p) => PortSet::of(c.protocol, crate::policy::PortRanges::range(p, p)),
+                None => PortSet::of(c.protocol, crate::policy::PortRanges::all()),
+            };
+            let acc = seen.entry((s, d)).or_default();
+            *acc = acc.union(&set);
+            let items = b.edges.entry((s, d, verdict)).or_default();
+            match items.iter_mut().find(|i| i.ports == ports) {
+                Some(i) => i.count += o.count,
+                None => items.push(EdgeItem {
+                    ports,
+                    count: o.count,
+                    why: why(&e),
+                }),
+            }
+        }
+        let m = reach_matrix(ev, &entities);
+        for (i, a) in entities.iter().enumerate() {
+            for (j, z) in entities.iter().enumerate() {
+                if m[i][j].is_empty() {
+                    continue;
+                }
+                let s = b.node(&a.end, Some(&a.name));
+                let d = b.node(&z.end, Some(&z.name));
+                let rest = match seen.get(&(s, d)) {
+                    Some(o) => port_set_minus(&m[i][j], o),
+                    None => m[i][j].clone(),
+                };
+                if rest.is_empty() {
+                    continue;
+                }
+                let verdict = if observed.is_some() {
+                    EdgeVerdict::Excess
+                } else {
+                    EdgeVerdict::Allowed
+                };
+                let e = ev.explain(&probe(a.end, z.end, &rest));
+                b.edges.entry((s, d, verdict)).or_default().push(EdgeItem {
+                    ports: rest.to_string(),
+                    count: 0,
+                    why: why(&e),
+                });
+            }
+        }
+        let mut model = b.model;
+        model.edges = b
+            .edges
+            .into_iter()
+            .map(|((src, dst, verdict), items)| GraphEdge {
+                src,
+                dst,
+                verdict,
+                items,
+            })
+            .collect();
+        model
+    }
+
+    /// Node indexes by group, groups in name order (the outside last), nodes by id.
+    pub fn groups(&self) -> Vec<(String, Vec<usize>)> {
+        let mut g: BTreeMap<(bool, String), Vec<usize>> = BTreeMap::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            g.entry((n.group == OUTSIDE, n.group.clone()))
+                .or_default()
+                .push(i);
+        }
+        g.into_iter()
+            .map(|((_, name), mut v)| {
+                v.sort_by(|&a, &b| self.nodes[a].id.cmp(&self.nodes[b].id));
+                (name, v)
+            })
+            .collect()
+    }
+}
