@@ -225,6 +225,20 @@ fn agent_flags_would_deny_alerts_outside_the_baseline_counts_and_keeps_its_graph
 
     // Restart: the graph survives, and known edges do not alert again.
     let mut again = Agent::start_in("agent-restart", &argv, false);
+    // The live graph page draws the restored edges too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let page = loop {
+        let page = http_get(port, "/graph");
+        if page.contains("<svg") || std::time::Instant::now() > deadline {
+            break page;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        page.contains("text/html") && page.contains("<svg") && page.contains("shop"),
+        "/graph is not the flow graph page:\n{}",
+        &page[..page.len().min(2000)]
+    );
     let flows = http_get(port, "/flows");
     for (src, dst, p) in [
         ("shop/web", "shop/api", 8080),

@@ -41,6 +41,8 @@ use crate::{
     },
     metrics::Metrics,
     policy::{Evaluator, Labels, Policy},
+    reach,
+    render::{self, GraphModel},
     synth::SynthOptions,
 };
 
@@ -349,6 +351,10 @@ async fn agent(
     let stop = stop_signal(deadline);
     tokio::pin!(stop);
     let mut dropped_reported = 0;
+    // Drawing the graph evaluates every pair of workloads: not on every tick.
+    let mut draw = tokio::time::interval(Duration::from_secs(15));
+    let node_title = args.node_name.clone().unwrap_or_else(|| "this node".into());
+    draw.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     'generation: loop {
         let snapshot = loaded.clone();
@@ -406,6 +412,14 @@ async fn agent(
                         if !baseline::plan(&snapshot.inventory, &modes, &names).is_empty() {
                             continue 'generation;
                         }
+                    }
+                }
+                _ = draw.tick() => {
+                    let observed = reach::observed_connections(&ids, &pipeline.graph);
+                    let model = GraphModel::build(flagger.current(), Some(&observed));
+                    let page = render::render_html(&model, &format!("trustmap: {node_title}"));
+                    if let Ok(mut g) = shared.graph.write() {
+                        *g = page;
                     }
                 }
                 _ = publish.tick(), if publish_tx.is_some() => {

@@ -67,6 +67,11 @@ impl<'a> Flagger<'a> {
         }
     }
 
+    /// The evaluator of the policies in force.
+    pub fn current(&self) -> &Evaluator<'a> {
+        &self.current
+    }
+
     fn mode(&self, r: &Resolved) -> Option<Mode> {
         let pod = self.inventory.pod(r.pod()?);
         let ns = self.inventory.namespace(pod.namespace);

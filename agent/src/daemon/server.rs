@@ -1,4 +1,4 @@
-//! The agent's HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, `/flows`.
+//! The agent's HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, `/flows`, `/graph`.
 
 use std::sync::{
     Arc, RwLock,
@@ -21,6 +21,8 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// The node's edges as a JSON array, refreshed by the agent loop.
     pub flows: RwLock<String>,
+    /// The flow graph page (`trustmap graph -o html`), refreshed by the agent loop.
+    pub graph: RwLock<String>,
 }
 
 impl Shared {
@@ -29,6 +31,10 @@ impl Shared {
             registry,
             ready: AtomicBool::new(false),
             flows: RwLock::new("[]".into()),
+            graph: RwLock::new(
+                "<!DOCTYPE html><title>trustmap</title><p>The graph is drawn once the agent is ready.</p>"
+                    .into(),
+            ),
         })
     }
 }
@@ -39,6 +45,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/flows", get(flows))
+        .route("/graph", get(graph))
         .with_state(shared)
 }
 
@@ -67,4 +74,13 @@ async fn flows(State(s): State<Arc<Shared>>) -> impl IntoResponse {
         .map(|f| f.clone())
         .unwrap_or_else(|e| e.into_inner().clone());
     ([(header::CONTENT_TYPE, "application/json")], body)
+}
+
+async fn graph(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let body = s
+        .graph
+        .read()
+        .map(|g| g.clone())
+        .unwrap_or_else(|e| e.into_inner().clone());
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body)
 }
