@@ -10,7 +10,7 @@
 mod capture;
 mod event;
 
-use std::{collections::BTreeMap, io, os::fd::AsRawFd as _};
+use std::{collections::BTreeMap, io};
 
 use agent_ebpf::{FlowEvent, counter, names};
 use aya::{
@@ -397,9 +397,4 @@ pub fn drain(ring: &mut RingBuf<MapData>, mut f: impl FnMut(FlowEvent)) -> usize
         }
     }
     n
-}
-
-/// The file descriptor to wait on for ring buffer readiness.
-pub fn ring_fd(ring: &RingBuf<MapData>) -> i32 {
-    ring.as_raw_fd()
 }
