@@ -1,4 +1,4 @@
-//! Where alerts go (IO): a JSON-lines stream and an HTTP webhook. The Kubernetes Event sink
+//! Where alerts go (IO): a JSON-lines stream and an HTTP(S) webhook. The Kubernetes Event sink
 //! lives with the kube client.
 //!
 //! Sinks never block the datapath loop: the webhook has its own task behind a bounded queue,
@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -52,20 +53,26 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     /// Attempts per alert, the first included.
     pub attempts: u32,
+    /// Wait before the second attempt; it doubles after each failure.
+    pub first_retry: Duration,
     pub queue: usize,
 }
 
 impl Webhook {
-    /// Starts the posting task; needs a tokio runtime.
-    pub fn start(config: WebhookConfig) -> Self {
+    /// Starts the posting task; needs a tokio runtime. `failures` counts alerts that every
+    /// attempt failed to deliver.
+    pub fn start(config: WebhookConfig, failures: Counter) -> Self {
         let (queue, mut rx) = mpsc::channel::<Alert>(config.queue);
+        // https webhooks use rustls with the ring provider, the one kube's client uses too. A
+        // provider installed earlier (by another part of the process) is fine as it is.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .build()
             .unwrap_or_default();
         tokio::spawn(async move {
             while let Some(alert) = rx.recv().await {
-                let mut delay = Duration::from_millis(200);
+                let mut delay = config.first_retry;
                 for attempt in 1..=config.attempts {
                     let res = client.post(&config.url).json(&alert).send().await;
                     match res {
@@ -77,7 +84,9 @@ impl Webhook {
                             warn!(url = config.url, error = %e, attempt, "webhook unreachable")
                         }
                     }
-                    if attempt < config.attempts {
+                    if attempt == config.attempts {
+                        failures.inc();
+                    } else {
                         tokio::time::sleep(delay).await;
                         delay *= 2;
                     }

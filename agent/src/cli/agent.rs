@@ -90,7 +90,8 @@ pub struct AgentArgs {
     /// JSON-lines alert sink: a file (appended to) or `-` for stdout.
     #[arg(long, value_name = "FILE|-")]
     pub alerts: Option<String>,
-    /// Webhook that receives each alert as a JSON POST (http only for now).
+    /// Webhook that receives each alert as a JSON POST (http or https), with a timeout and
+    /// retries.
     #[arg(long)]
     pub webhook: Option<String>,
     /// Address of the HTTP endpoints (/metrics, /healthz, /readyz, /flows). With hostNetwork,
@@ -306,12 +307,16 @@ async fn agent(
         sinks.json = Some(JsonLines::open(t).with_context(|| format!("opening {t}"))?);
     }
     sinks.webhook = args.webhook.clone().map(|url| {
-        Webhook::start(WebhookConfig {
-            url,
-            timeout: Duration::from_secs(5),
-            attempts: 3,
-            queue: 1024,
-        })
+        Webhook::start(
+            WebhookConfig {
+                url,
+                timeout: Duration::from_secs(5),
+                attempts: 3,
+                first_retry: Duration::from_millis(200),
+                queue: 1024,
+            },
+            metrics.alert_delivery_failures.clone(),
+        )
     });
 
     let edges_file = args.state_dir.join("edges.jsonl");
