@@ -303,3 +303,40 @@ fn invalid_policies_exit_2_naming_file_document_and_field() {
         );
     }
 }
+
+#[test]
+fn check_judges_a_service_clusterip_as_its_backend_on_the_target_port() {
+    let m = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/service");
+    let flows = concat!(
+        r#"{"protocol":"TCP","src":"198.18.1.10","dst":"10.96.0.20","port":80}"#,
+        "\n",
+        r#"{"protocol":"TCP","src":"198.18.1.12","dst":"10.96.0.20","port":80}"#,
+        "\n",
+    );
+    let out = run(
+        &["check", "--manifests", m.to_str().unwrap(), "--flows", "-"],
+        Some(flows),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(&str, &str, u64)> = lines
+        .iter()
+        .map(|v| {
+            (
+                v["verdict"].as_str().unwrap(),
+                v["destination"].as_str().unwrap(),
+                v["port"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // The records keep what was observed; the verdict is on api-1:8080, where policy applies.
+    assert_eq!(
+        got,
+        [("allow", "shop/api-1", 8080), ("deny", "shop/api-1", 8080)],
+        "{lines:#?}"
+    );
+    assert_eq!(lines[0]["dst"], "10.96.0.20");
+}

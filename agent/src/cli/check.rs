@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::{
     flow::{Endpoint, FlowRecord},
+    identity::{Identities, IdentityOptions},
     inventory::{Loaded, load_paths},
     policy::{Evaluator, Explanation, SideExplanation},
 };
@@ -73,6 +74,7 @@ struct ErrorLine<'a> {
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let loaded = load_manifests(&args.manifests)?;
     let ev = Evaluator::new(&loaded.inventory, &loaded.policies);
+    let ids = Identities::new(&loaded.inventory, IdentityOptions::default());
     let input: Box<dyn BufRead> = if args.flows == "-" {
         Box::new(io::stdin().lock())
     } else {
@@ -104,7 +106,14 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         total += 1;
         let result = serde_json::from_str::<FlowRecord>(text)
             .map_err(|e| e.to_string())
-            .and_then(|r| ev.connection(&r).map(|c| (r, c)).map_err(|e| e.to_string()));
+            .and_then(|r| {
+                // To a Service ClusterIP: judged against a backend pod on its target port, as
+                // NetworkPolicy sees the connection after DNAT.
+                let judged = ids.through_service(&r);
+                ev.connection(judged.as_ref().unwrap_or(&r))
+                    .map(|c| (r, c))
+                    .map_err(|e| e.to_string())
+            });
         let (record, conn) = match result {
             Ok(x) => x,
             Err(e) => {

@@ -76,7 +76,10 @@ impl Pipeline {
         let mut learned = Vec::with_capacity(records.len());
         for r in records {
             self.metrics.flows_observed.inc();
-            let outcome = match flagger.process(r, now) {
+            // Sent to a Service ClusterIP: judged as the connection to a backend pod on its
+            // target port, which is what NetworkPolicy sees after DNAT.
+            let via_service = ids.through_service(r);
+            let outcome = match flagger.process(via_service.as_ref().unwrap_or(r), now) {
                 Ok(Some(o)) => o,
                 Ok(None) => continue,
                 Err(e) => {

@@ -363,18 +363,46 @@ impl<'a> Identities<'a> {
         port: Option<u16>,
         at: Option<DateTime<Utc>>,
     ) -> Result<Vec<(Peer, Option<u16>)>, IdentityError> {
+        let mut out: BTreeMap<Peer, Option<u16>> = BTreeMap::new();
+        for (ip, selected, target) in self.backend_ends(svc, protocol, port, at)? {
+            // Slice addresses are looked up at the flow's time; selector-matched pods are known.
+            let peer = match selected {
+                Some(id) => Ok(self.peer_of_pod(id, None)),
+                None => self.peer_of_ip(ip, at),
+            };
+            if let Ok(peer) = peer {
+                out.entry(peer).or_insert(Some(target));
+            }
+        }
+        if out.is_empty() {
+            let ns = &self.inv.namespace(svc.namespace).name;
+            return Err(IdentityError::NoBackends {
+                service: format!("{ns}/{}", svc.name),
+            });
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// The backends of a Service port as (address, the pod when found through the selector,
+    /// port the pod receives on): from its EndpointSlices, else from the pods its selector
+    /// matches.
+    fn backend_ends(
+        &self,
+        svc: &Service,
+        protocol: Protocol,
+        port: Option<u16>,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<Vec<(IpAddr, Option<PodId>, u16)>, IdentityError> {
         let ns = &self.inv.namespace(svc.namespace).name;
-        let name = format!("{ns}/{}", svc.name);
         let sp = svc
             .ports
             .iter()
             .find(|p| Some(p.port) == port && p.protocol == protocol)
-            .ok_or(IdentityError::NoServicePort {
-                service: name.clone(),
+            .ok_or_else(|| IdentityError::NoServicePort {
+                service: format!("{ns}/{}", svc.name),
                 port: port.unwrap_or(0),
                 protocol,
             })?;
-        let mut out: BTreeMap<Peer, Option<u16>> = BTreeMap::new();
         let target_on = |pod: PodId| -> Option<u16> {
             match &sp.target {
                 TargetPort::Number(n) => Some(*n),
@@ -387,6 +415,7 @@ impl<'a> Identities<'a> {
                     .map(|c| c.port),
             }
         };
+        let mut out = Vec::new();
         let slices =
             self.inv.endpoint_slices().iter().filter(|s| {
                 s.namespace == svc.namespace && s.service.as_deref() == Some(&svc.name)
@@ -399,11 +428,9 @@ impl<'a> Identities<'a> {
                 .find(|p| p.name == sp.name && p.protocol == protocol)
                 .and_then(|p| p.port);
             for ip in &s.addresses {
-                let peer = self.peer_of_ip(*ip, at);
                 let pod = self.pod_at(*ip, at);
-                let target = slice_port.or_else(|| pod.and_then(target_on));
-                if let (Ok(peer), Some(t)) = (peer, target) {
-                    out.entry(peer).or_insert(Some(t));
+                if let Some(t) = slice_port.or_else(|| pod.and_then(target_on)) {
+                    out.push((*ip, None, t));
                 }
             }
         }
@@ -417,14 +444,34 @@ impl<'a> Identities<'a> {
                     continue;
                 }
                 if let Some(t) = target_on(id) {
-                    out.entry(self.peer_of_pod(id, None)).or_insert(Some(t));
+                    out.push((p.ips[0], Some(id), t));
                 }
             }
         }
-        if out.is_empty() {
-            return Err(IdentityError::NoBackends { service: name });
+        Ok(out)
+    }
+
+    /// A record sent to a Service ClusterIP (as the sender's veth sees it, before DNAT), as the
+    /// connection NetworkPolicy judges: to a backend pod, on the port it receives on. `None`
+    /// when the destination is no ClusterIP, or the Service has no backend for that port.
+    /// Backends of one Service normally share the labels policies select on, so one stands
+    /// for all.
+    pub fn through_service(&self, r: &FlowRecord) -> Option<FlowRecord> {
+        let Endpoint::Ip(ip) = r.dst else { return None };
+        let &si = self.service_by_ip.get(&ip)?;
+        if self.pod_at(ip, r.first_seen).is_some() {
+            return None;
         }
-        Ok(out.into_iter().collect())
+        let svc = &self.inv.services()[si];
+        let (backend, _, port) = self
+            .backend_ends(svc, r.protocol, r.port, r.first_seen)
+            .ok()?
+            .into_iter()
+            .next()?;
+        let mut out = r.clone();
+        out.dst = Endpoint::Ip(backend);
+        out.port = Some(port);
+        Some(out)
     }
 }
 
