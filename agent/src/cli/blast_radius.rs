@@ -10,12 +10,12 @@ use std::{
 use anyhow::bail;
 use serde::Serialize;
 
-use super::learn::{build_graph, identity_options};
+use super::learn::{build_graph, synthesize};
 use crate::{
-    identity::{Identities, WorkloadSelectors},
+    identity::{Identities, IdentityOptions},
     policy::Evaluator,
     reach::{BlastReport, BlastRow, blast_radius},
-    synth::{self, SynthOptions},
+    synth::SynthOptions,
 };
 
 #[derive(Debug, clap::Args)]
@@ -54,25 +54,13 @@ pub fn run(args: BlastRadiusArgs) -> anyhow::Result<ExitCode> {
     let learned = if args.flows.is_empty() {
         None
     } else {
-        let id_opts = identity_options(
-            &[],
-            "kube-system",
-            &["k8s-app=kube-dns".into()],
-            "32768-60999",
-        )?;
-        let ids = Identities::new(&loaded.inventory, id_opts);
+        let ids = Identities::new(&loaded.inventory, IdentityOptions::default());
         let graph = build_graph(&ids, &args.flows, &[], None)?;
-        let selectors = WorkloadSelectors::new(&ids);
-        let ctx = synth::Context {
-            identities: &ids,
-            selectors: &selectors,
-            cluster_cidrs: ids.cluster_cidrs(),
-        };
         let opts = SynthOptions {
             namespace_default_deny: true,
             ..SynthOptions::default()
         };
-        let policies = synth::learn(&ctx, &graph, &opts).to_policies()?;
+        let policies = synthesize(&ids, &graph, &opts)?.to_policies()?;
         Some(blast_radius(&Evaluator::new(&loaded.inventory, &policies)))
     };
     let pick = |r: &BlastReport| -> anyhow::Result<Vec<BlastRow>> {

@@ -10,11 +10,11 @@ use std::{
 use anyhow::{Context as _, bail};
 use ipnet::IpNet;
 
-use super::learn::{build_graph, identity_options};
+use super::learn::{build_graph, synthesize};
 use crate::{
-    identity::{Identities, Peer, WorkloadSelectors},
+    identity::{Identities, IdentityOptions, Peer},
     inventory::load_paths,
-    synth::{self, SynthOptions, connectivity_diff},
+    synth::{SynthOptions, connectivity_diff},
 };
 
 #[derive(Debug, clap::Args)]
@@ -64,13 +64,13 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
     let current = load_paths(&args.current)
         .context("reading --current")?
         .policies;
-    let id_opts = identity_options(
-        &args.cluster_cidr,
-        "kube-system",
-        &["k8s-app=kube-dns".into()],
-        "32768-60999",
-    )?;
-    let ids = Identities::new(inv, id_opts);
+    let ids = Identities::new(
+        inv,
+        IdentityOptions {
+            cluster_cidrs: args.cluster_cidr.clone(),
+            ..IdentityOptions::default()
+        },
+    );
     let mut extra = Vec::new();
     let reference = if args.flows.is_empty() {
         load_paths(&args.learned)
@@ -85,14 +85,7 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        let selectors = WorkloadSelectors::new(&ids);
-        let ctx = synth::Context {
-            identities: &ids,
-            selectors: &selectors,
-            cluster_cidrs: ids.cluster_cidrs(),
-        };
-        let learned = synth::learn(&ctx, &graph, &SynthOptions::default());
-        learned.to_policies()?
+        synthesize(&ids, &graph, &SynthOptions::default())?.to_policies()?
     };
     let diff = connectivity_diff(inv, &current, &reference, &extra);
     let mut out = BufWriter::new(io::stdout().lock());

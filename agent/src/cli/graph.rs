@@ -7,9 +7,9 @@ use std::{
     process::ExitCode,
 };
 
-use super::learn::{build_graph, identity_options};
+use super::learn::build_graph;
 use crate::{
-    identity::Identities,
+    identity::{Identities, IdentityOptions},
     policy::Evaluator,
     reach::observed_connections,
     render::{GraphModel, render_html, to_dot, to_mermaid},
@@ -41,13 +41,7 @@ pub fn run(args: GraphArgs) -> anyhow::Result<ExitCode> {
     let observed = if args.flows.is_empty() {
         None
     } else {
-        let id_opts = identity_options(
-            &[],
-            "kube-system",
-            &["k8s-app=kube-dns".into()],
-            "32768-60999",
-        )?;
-        let ids = Identities::new(&loaded.inventory, id_opts);
+        let ids = Identities::new(&loaded.inventory, IdentityOptions::default());
         let graph = build_graph(&ids, &args.flows, &[], None)?;
         Some(observed_connections(&ids, &graph))
     };
