@@ -8,7 +8,6 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    path::Path,
     process::Command,
     time::Duration,
 };
@@ -278,6 +277,24 @@ fn main() {
             lines.len()
         );
     }
+    section("5. audit: trustmap lint and trustmap blast-radius --flows flows.jsonl");
+    let (_, lint) = trustmap(&["lint", "--manifests", &all_manifests[0], &all_manifests[1]]);
+    for line in lint
+        .lines()
+        .filter(|l| l.starts_with("WARNING") || l.starts_with("ERROR") || l.starts_with("NOTE"))
+    {
+        println!("   {line}");
+    }
+    let (_, blast) = trustmap(&[
+        "blast-radius",
+        "--manifests",
+        &all_manifests[0],
+        &all_manifests[1],
+        "--flows",
+        &flows_s,
+    ]);
+    for line in blast.lines() {
+        println!("   {line}");
+    }
     println!("\n   files: {}", work.display());
-    let _ = std::fs::remove_dir_all(Path::new(&work).join("manifests/.keep"));
 }
