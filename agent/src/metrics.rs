@@ -13,6 +13,7 @@ pub struct Metrics {
     pub unexpected_flows: Counter,
     pub would_deny_flows: Counter,
     pub events_dropped: Counter,
+    pub malformed_packets: Counter,
     pub alerts_suppressed: Counter,
     pub alerts_dropped: Counter,
     pub alert_delivery_failures: Counter,
@@ -45,6 +46,11 @@ impl Metrics {
             "trustmap_events_dropped",
             "Connection starts lost because the ring buffer was full",
             self.events_dropped.clone(),
+        );
+        r.register(
+            "trustmap_malformed_packets",
+            "Packets whose headers were truncated or inconsistent (passed on, never trusted)",
+            self.malformed_packets.clone(),
         );
         r.register(
             "trustmap_alerts_suppressed",

@@ -356,6 +356,7 @@ async fn agent(
     let stop = stop_signal(deadline);
     tokio::pin!(stop);
     let mut dropped_reported = 0;
+    let mut malformed_reported = 0;
     // Drawing the graph evaluates every pair of workloads: not on every tick.
     let mut draw = tokio::time::interval(Duration::from_secs(15));
     let node_title = args.node_name.clone().unwrap_or_else(|| "this node".into());
@@ -401,6 +402,8 @@ async fn agent(
                     let c = capture.counters();
                     metrics.events_dropped.inc_by(c.events_dropped.saturating_sub(dropped_reported));
                     dropped_reported = c.events_dropped;
+                    metrics.malformed_packets.inc_by(c.malformed.saturating_sub(malformed_reported));
+                    malformed_reported = c.malformed;
                     metrics.attached_interfaces.set(capture.attached_count() as i64);
                     shared.ready.store(feed.synced(), Ordering::Relaxed);
                     publish_flows(&shared, &pipeline);
