@@ -44,11 +44,9 @@ pub fn trustmap_egr(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
-/// Why a packet was not followed further. Every reason is counted; none changes the verdict.
-#[derive(Clone, Copy)]
-enum Skip {
-    Counted(u32),
-}
+/// Why a packet was not followed further: the index of the counter that counts it. Every reason
+/// is counted; none changes the verdict.
+type Skip = u32;
 
 /// What the programs keep of one packet's headers.
 struct Packet {
@@ -70,7 +68,7 @@ fn observe(ctx: &TcContext, dir: u8) {
     bump(counter::PACKETS);
     match parse(ctx) {
         Ok(pkt) => track(ctx, &pkt, dir),
-        Err(Skip::Counted(c)) => bump(c),
+        Err(c) => bump(c),
     }
 }
 
@@ -93,7 +91,7 @@ fn read<T: Copy>(ctx: &TcContext, off: usize) -> Result<T, Skip> {
         // with any alignment.
         return Ok(unsafe { ((start + off) as *const T).read_unaligned() });
     }
-    ctx.load(off).map_err(|_| Skip::Counted(counter::MALFORMED))
+    ctx.load(off).map_err(|_| counter::MALFORMED)
 }
 
 #[inline(always)]
@@ -115,7 +113,7 @@ fn parse(ctx: &TcContext) -> Result<Packet, Skip> {
     let l4 = match eth_proto {
         ETH_P_IP => parse_ipv4(ctx, &mut pkt)?,
         ETH_P_IPV6 => parse_ipv6(ctx, &mut pkt)?,
-        _ => return Err(Skip::Counted(counter::NON_IP)),
+        _ => return Err(counter::NON_IP),
     };
     parse_l4(ctx, l4, &mut pkt)?;
     Ok(pkt)
@@ -141,11 +139,11 @@ fn parse_ipv4(ctx: &TcContext, pkt: &mut Packet) -> Result<usize, Skip> {
     let ip: Ipv4Hdr = read(ctx, ETH_HLEN)?;
     let ihl = ((ip.ver_ihl & 0x0f) as usize) * 4;
     if ip.ver_ihl >> 4 != 4 || ihl < 20 || (u16::from_be(ip.tot_len) as usize) < ihl {
-        return Err(Skip::Counted(counter::MALFORMED));
+        return Err(counter::MALFORMED);
     }
     // A fragment offset other than zero means no transport header in this packet.
     if u16::from_be(ip.frag_off) & 0x1fff != 0 {
-        return Err(Skip::Counted(counter::FRAGMENTS));
+        return Err(counter::FRAGMENTS);
     }
     pkt.family = family::IPV4;
     pkt.proto = ip.proto;
@@ -178,7 +176,7 @@ struct Ipv6ExtHdr {
 fn parse_ipv6(ctx: &TcContext, pkt: &mut Packet) -> Result<usize, Skip> {
     let ip: Ipv6Hdr = read(ctx, ETH_HLEN)?;
     if u32::from_be(ip.ver_tc_flow) >> 28 != 6 {
-        return Err(Skip::Counted(counter::MALFORMED));
+        return Err(counter::MALFORMED);
     }
     pkt.family = family::IPV6;
     pkt.src = ip.src;
@@ -198,7 +196,7 @@ fn parse_ipv6(ctx: &TcContext, pkt: &mut Packet) -> Result<usize, Skip> {
             44 => {
                 let ext: Ipv6ExtHdr = read(ctx, off)?;
                 if u16::from_be(ext.frag_off) & 0xfff8 != 0 {
-                    return Err(Skip::Counted(counter::FRAGMENTS));
+                    return Err(counter::FRAGMENTS);
                 }
                 next = ext.next_hdr;
                 off += 8;
@@ -215,7 +213,7 @@ fn parse_ipv6(ctx: &TcContext, pkt: &mut Packet) -> Result<usize, Skip> {
             }
         }
     }
-    Err(Skip::Counted(counter::MALFORMED))
+    Err(counter::MALFORMED)
 }
 
 #[repr(C)]
@@ -249,7 +247,7 @@ fn parse_l4(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<(), Skip> {
         proto::TCP => {
             let h: L4Hdr = read(ctx, off)?;
             if (h.byte12 >> 4) < 5 {
-                return Err(Skip::Counted(counter::MALFORMED));
+                return Err(counter::MALFORMED);
             }
             pkt.src_port = u16::from_be(h.src_port);
             pkt.dst_port = u16::from_be(h.dst_port);
@@ -261,7 +259,7 @@ fn parse_l4(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<(), Skip> {
         proto::UDP => {
             let h: [u16; 4] = read(ctx, off)?;
             if (u16::from_be(h[2]) as usize) < 8 {
-                return Err(Skip::Counted(counter::MALFORMED));
+                return Err(counter::MALFORMED);
             }
             pkt.src_port = u16::from_be(h[0]);
             pkt.dst_port = u16::from_be(h[1]);
@@ -300,10 +298,10 @@ fn parse_l4(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<(), Skip> {
             } else if is_icmp_informational(pkt.proto, h.ty) {
                 pkt.starts = Some(origin::FIRST_SEEN);
             } else {
-                return Err(Skip::Counted(counter::ICMP_CONTROL));
+                return Err(counter::ICMP_CONTROL);
             }
         }
-        _ => return Err(Skip::Counted(counter::OTHER_PROTOCOL)),
+        _ => return Err(counter::OTHER_PROTOCOL),
     }
     Ok(())
 }
