@@ -11,21 +11,11 @@ use std::{
     time::Duration,
 };
 
-use trustmap_e2e::{Agent, Cluster, ClusterSpec, Pod, TcpServer, require_root, tcp_connect};
-
-fn pod_manifest(p: &Pod, ns: &str) -> String {
-    let labels: String = p
-        .spec
-        .labels
-        .iter()
-        .map(|(k, v)| format!("\n    {k}: {v}"))
-        .collect();
-    format!(
-        "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {}\n  namespace: {ns}\n  labels:{labels}\n\
-         spec:\n  containers:\n  - name: main\n    image: example\nstatus:\n  phase: Running\n  podIP: {}\n  podIPs:\n  - ip: {}\n  - ip: {}\n",
-        p.spec.name, p.ipv4, p.ipv4, p.ipv6
-    )
-}
+use trustmap_e2e::{
+    Agent, Cluster, ClusterSpec, Pod, TcpServer,
+    manifests::{self, PodOptions},
+    require_root, tcp_connect,
+};
 
 const CURRENT_POLICY: &str = r#"---
 apiVersion: networking.k8s.io/v1
@@ -45,7 +35,8 @@ spec:
     - port: 5432
 "#;
 
-const BASELINE: &str = r#"---
+/// The accepted policies: the current one, plus web to api on 8080.
+const BASELINE_EXTRA: &str = r#"---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata:
@@ -61,22 +52,6 @@ spec:
         matchLabels: {app: web}
     ports:
     - port: 8080
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata:
-  name: db-from-api
-  namespace: shop
-spec:
-  podSelector:
-    matchLabels: {app: db}
-  policyTypes: [Ingress]
-  ingress:
-  - from:
-    - podSelector:
-        matchLabels: {app: api}
-    ports:
-    - port: 5432
 "#;
 
 fn free_port() -> u16 {
@@ -148,13 +123,17 @@ fn agent_flags_would_deny_alerts_outside_the_baseline_counts_and_keeps_its_graph
     for d in [&manifests, &baseline, &state] {
         std::fs::create_dir_all(d).expect("dirs");
     }
-    let mut text = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  annotations:\n    trustmap.dev/mode: alert\n".to_owned();
+    let mut text = manifests::namespace("shop", &[("trustmap.dev/mode", "alert")]);
     for p in [web, api, db] {
-        text += &pod_manifest(p, "shop");
+        text += &manifests::pod(p, "shop", &PodOptions::default());
     }
     text += CURRENT_POLICY;
     std::fs::write(manifests.join("cluster.yaml"), text).expect("manifests");
-    std::fs::write(baseline.join("accepted.yaml"), BASELINE).expect("baseline");
+    std::fs::write(
+        baseline.join("accepted.yaml"),
+        format!("{BASELINE_EXTRA}{CURRENT_POLICY}"),
+    )
+    .expect("baseline");
     let alerts_file = work.join("alerts.jsonl");
 
     let v4 = |p: &Pod, port| SocketAddr::new(IpAddr::V4(p.ipv4), port);
@@ -282,13 +261,11 @@ fn agent_freezes_the_learned_policies_when_a_namespace_switches_to_alert() {
         std::fs::create_dir_all(d).expect("dirs");
     }
     let write_manifests = |mode: Option<&str>| {
-        let annotations = mode
-            .map(|m| format!("\n  annotations:\n    trustmap.dev/mode: {m}"))
-            .unwrap_or_default();
-        let mut text =
-            format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop{annotations}\n");
+        let annotations: Vec<(&str, &str)> =
+            mode.map(|m| ("trustmap.dev/mode", m)).into_iter().collect();
+        let mut text = manifests::namespace("shop", &annotations);
         for p in [web, api] {
-            text += &pod_manifest(p, "shop");
+            text += &manifests::pod(p, "shop", &PodOptions::default());
         }
         std::fs::write(manifests.join("cluster.yaml"), text).expect("manifests");
     };
