@@ -2,7 +2,8 @@
 //! where `datapath` embeds it.
 //!
 //! bpf-linker is installed by `cargo xtask setup` under the tools directory, keyed by the name of
-//! the nightly toolchain's libLLVM; it is put on PATH here so that a plain `cargo build` works too.
+//! the eBPF toolchain's libLLVM (nightly, or stable with RUSTC_BOOTSTRAP=1); it is put on PATH
+//! here so that a plain `cargo build` works too.
 
 use std::{env, path::PathBuf, process::Command};
 
@@ -10,7 +11,15 @@ use anyhow::{Context as _, anyhow};
 
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=TRUSTMAP_TOOLS_DIR");
-    if let Some(dir) = bpf_linker_dir()
+    println!("cargo:rerun-if-env-changed=TRUSTMAP_EBPF_TOOLCHAIN");
+    let toolchain = ebpf_toolchain();
+    if toolchain != "nightly" && env::var_os("RUSTC_BOOTSTRAP").is_none() {
+        // Lets a stable toolchain take `-Z build-std`, as EBPF-BUILD.md describes; aya-build
+        // reads it and passes it on to the eBPF build.
+        // SAFETY: build scripts are single-threaded at this point.
+        unsafe { env::set_var("RUSTC_BOOTSTRAP", "1") };
+    }
+    if let Some(dir) = bpf_linker_dir(&toolchain)
         && let Some(path) = env::var_os("PATH")
     {
         let mut paths = vec![dir];
@@ -33,8 +42,28 @@ fn main() -> anyhow::Result<()> {
             root_dir: ebpf_dir,
             ..Default::default()
         }],
-        aya_build::Toolchain::Nightly,
+        aya_build::Toolchain::Custom(&toolchain),
     )
+}
+
+/// `TRUSTMAP_EBPF_TOOLCHAIN`, else nightly when installed, else stable (as `cargo xtask setup`
+/// decides).
+fn ebpf_toolchain() -> String {
+    if let Ok(t) = env::var("TRUSTMAP_EBPF_TOOLCHAIN")
+        && !t.is_empty()
+    {
+        return t;
+    }
+    // Ask rustup rather than `rustc +nightly`, which may try to install a missing toolchain.
+    let nightly = Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.starts_with("nightly"))
+        });
+    if nightly { "nightly" } else { "stable" }.to_owned()
 }
 
 fn cargo_manifest_dir() -> anyhow::Result<PathBuf> {
@@ -44,12 +73,12 @@ fn cargo_manifest_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// `<tools>/bpf-linker/<libLLVM file name>/bin`, as `cargo xtask setup` lays it out.
-fn bpf_linker_dir() -> Option<PathBuf> {
+fn bpf_linker_dir(toolchain: &str) -> Option<PathBuf> {
     let tools = env::var_os("TRUSTMAP_TOOLS_DIR")
         .map(PathBuf::from)
         .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/trustmap-tools")))?;
     let out = Command::new("rustc")
-        .args(["+nightly", "--print", "sysroot"])
+        .args([&format!("+{toolchain}"), "--print", "sysroot"])
         .output()
         .ok()?;
     let sysroot = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
