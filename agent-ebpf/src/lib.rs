@@ -33,6 +33,30 @@ pub mod origin {
     pub const FIRST_SEEN: u8 = 4;
 }
 
+/// How a connection start ended, as far as the programs can tell. The programs only ever write
+/// `ANSWERED` and `REFUSED`; userspace decides `UNANSWERED` (TCP, SCTP, ICMP) and `ONE_WAY`
+/// (UDP) when no answer came within its timeout.
+pub mod outcome {
+    /// Nothing from the responder yet.
+    pub const PENDING: u8 = 0;
+    /// The responder answered: a TCP SYN-ACK (or any packet but a RST), an SCTP INIT-ACK, any
+    /// UDP packet back, an ICMP echo reply.
+    pub const ANSWERED: u8 = 1;
+    /// The responder refused: a TCP RST, an SCTP ABORT, or an ICMP/ICMPv6 destination
+    /// unreachable (port, host, network, protocol or administratively prohibited) for that
+    /// 5-tuple.
+    pub const REFUSED: u8 = 2;
+}
+
+/// What a [`FlowEvent`] reports.
+pub mod event_kind {
+    /// A connection start: the first packet of a connection (or a later packet of a connection
+    /// whose start the full ring buffer could not take).
+    pub const START: u8 = 0;
+    /// The outcome of a connection start reported earlier: `FlowEvent::outcome` says which.
+    pub const OUTCOME: u8 = 1;
+}
+
 /// Which hook of the host-side veth saw the packet.
 pub mod direction {
     /// TC ingress of the host-side veth: the packet comes *from* the pod.
@@ -96,7 +120,12 @@ pub struct FlowStats {
     pub origin: u8,
     /// 1 once a TCP FIN or RST was seen: the next SYN starts a new connection.
     pub closing: u8,
-    pub _pad: [u8; 5],
+    /// One of [`outcome`]: `PENDING` until the responder's first packet.
+    pub outcome: u8,
+    /// 1 when the start could not be reported (full ring buffer): the next packet of the
+    /// connection reports it.
+    pub unreported: u8,
+    pub _pad: [u8; 3],
 }
 
 /// A connection start, as written to the `EVENTS` ring buffer. `src` is always the initiator and
@@ -119,7 +148,10 @@ pub struct FlowEvent {
     pub origin: u8,
     pub icmp_type: u8,
     pub icmp_code: u8,
-    pub _pad: [u8; 2],
+    /// One of [`event_kind`].
+    pub kind: u8,
+    /// For an `OUTCOME` event, one of [`outcome`].
+    pub outcome: u8,
 }
 
 /// Names the userspace agent looks up in the object file.

@@ -1,4 +1,6 @@
-use agent_ebpf::{FlowEvent, FlowKey, FlowStats, counter, direction, family, origin, proto};
+use agent_ebpf::{
+    FlowEvent, FlowKey, FlowStats, counter, direction, event_kind, family, origin, outcome, proto,
+};
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
     helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
@@ -57,10 +59,13 @@ struct Packet {
     proto: u8,
     family: u8,
     tcp_flags: u8,
-    /// For ICMP: type and code. For SCTP: whether the first chunk is an INIT.
+    /// For ICMP: type and code. For SCTP: the type of the first chunk.
     icmp_type: u8,
     icmp_code: u8,
     starts: Option<u8>,
+    /// An ICMP error about another flow: the addresses and ports above are those of the packet
+    /// it quotes (sent by that flow's initiator), and the error refuses that flow.
+    refuses: bool,
 }
 
 #[inline(always)]
@@ -109,6 +114,7 @@ fn parse(ctx: &TcContext) -> Result<Packet, Skip> {
         icmp_type: 0,
         icmp_code: 0,
         starts: None,
+        refuses: false,
     };
     let l4 = match eth_proto {
         ETH_P_IP => parse_ipv4(ctx, &mut pkt)?,
@@ -270,6 +276,7 @@ fn parse_l4(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<(), Skip> {
             let h: L4Hdr = read(ctx, off)?;
             pkt.src_port = u16::from_be(h.src_port);
             pkt.dst_port = u16::from_be(h.dst_port);
+            pkt.icmp_type = h.byte12;
             pkt.starts = Some(if h.byte12 == 1 {
                 origin::SCTP_INIT
             } else {
@@ -297,6 +304,10 @@ fn parse_l4(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<(), Skip> {
                 });
             } else if is_icmp_informational(pkt.proto, h.ty) {
                 pkt.starts = Some(origin::FIRST_SEEN);
+            } else if is_refusal(pkt.proto, h.ty, h.code) {
+                bump(counter::ICMP_CONTROL);
+                parse_quoted(ctx, off + 8, pkt)?;
+                pkt.refuses = true;
             } else {
                 return Err(counter::ICMP_CONTROL);
             }
@@ -314,6 +325,70 @@ fn is_icmp_informational(p: u8, ty: u8) -> bool {
         matches!(ty, 13 | 15 | 17)
     } else {
         false
+    }
+}
+
+/// Destination unreachable for a network, host, protocol or port, or administratively
+/// prohibited: the answer of a host or firewall that refuses the quoted packet's flow.
+#[inline(always)]
+fn is_refusal(p: u8, ty: u8, code: u8) -> bool {
+    if p == proto::ICMP {
+        ty == 3 && matches!(code, 0 | 1 | 2 | 3 | 9 | 10 | 13)
+    } else {
+        ty == 1 && matches!(code, 1 | 3 | 4)
+    }
+}
+
+/// The packet an ICMP error quotes (its IP header and the first 8 octets of its payload), at
+/// `off`: its addresses and ports replace the error's own in `pkt`.
+#[inline(always)]
+fn parse_quoted(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<(), Skip> {
+    let l4 = if pkt.family == family::IPV4 {
+        let ip: Ipv4Hdr = read(ctx, off)?;
+        let ihl = ((ip.ver_ihl & 0x0f) as usize) * 4;
+        if ip.ver_ihl >> 4 != 4 || ihl < 20 {
+            return Err(counter::MALFORMED);
+        }
+        pkt.proto = ip.proto;
+        pkt.src = [ip.src, 0, 0, 0];
+        pkt.dst = [ip.dst, 0, 0, 0];
+        off + ihl
+    } else {
+        let ip: Ipv6Hdr = read(ctx, off)?;
+        if u32::from_be(ip.ver_tc_flow) >> 28 != 6 {
+            return Err(counter::MALFORMED);
+        }
+        pkt.proto = ip.next_hdr;
+        pkt.src = ip.src;
+        pkt.dst = ip.dst;
+        off + 40
+    };
+    match pkt.proto {
+        proto::TCP | proto::UDP | proto::SCTP => {
+            let ports: [u16; 2] = read(ctx, l4)?;
+            pkt.src_port = u16::from_be(ports[0]);
+            pkt.dst_port = u16::from_be(ports[1]);
+        }
+        proto::ICMP | proto::ICMPV6 => {
+            let h: IcmpHdr = read(ctx, l4)?;
+            let id = u16::from_be(h.id);
+            pkt.src_port = id;
+            pkt.dst_port = id;
+        }
+        _ => return Err(counter::OTHER_PROTOCOL),
+    }
+    Ok(())
+}
+
+/// What a packet from the responder says of a pending connection: `ANSWERED`, `REFUSED`, or
+/// `PENDING` for nothing yet.
+#[inline(always)]
+fn responder_outcome(pkt: &Packet) -> u8 {
+    match pkt.proto {
+        proto::TCP if pkt.tcp_flags & TCP_RST != 0 => outcome::REFUSED,
+        // SCTP: an ABORT chunk refuses; anything else (INIT-ACK first) answers.
+        proto::SCTP if pkt.icmp_type == 6 => outcome::REFUSED,
+        _ => outcome::ANSWERED,
     }
 }
 
@@ -349,6 +424,18 @@ fn track(ctx: &TcContext, pkt: &Packet, dir: u8) {
     // SAFETY: the global is written only by the loader, before the program runs.
     let idle = unsafe { core::ptr::read_volatile(&IDLE_TIMEOUT_NS) };
 
+    if pkt.refuses {
+        // The quoted packet came from the flow's initiator; the error answers it.
+        if let Some(stats) = FLOWS.get_ptr_mut(key) {
+            // SAFETY: the pointer came from the map and stays valid during this run.
+            let stats = unsafe { &mut *stats };
+            if stats.outcome == outcome::PENDING && (stats.initiator_is_a != 0) == a_is_src {
+                settle(ctx, &key, stats, dir, outcome::REFUSED);
+            }
+        }
+        return;
+    }
+
     if let Some(stats) = FLOWS.get_ptr_mut(key) {
         // SAFETY: the pointer came from the map and stays valid during this run.
         let stats = unsafe { &mut *stats };
@@ -369,11 +456,21 @@ fn track(ctx: &TcContext, pkt: &Packet, dir: u8) {
             if pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
                 stats.closing = 1;
             }
+            if stats.unreported != 0
+                && report(ctx, &key, stats, dir, event_kind::START, outcome::PENDING)
+            {
+                stats.unreported = 0;
+            }
+            if stats.outcome == outcome::PENDING && (stats.initiator_is_a != 0) != a_is_src {
+                settle(ctx, &key, stats, dir, responder_outcome(pkt));
+            }
             return;
         }
         let Some(how) = pkt.starts else { return };
         *stats = new_stats(now, len, a_is_src, how);
-        emit(ctx, pkt, dir, how, true);
+        if !emit(ctx, pkt, dir, how, true) {
+            stats.unreported = 1;
+        }
         return;
     }
 
@@ -386,11 +483,69 @@ fn track(ctx: &TcContext, pkt: &Packet, dir: u8) {
     // A reply seen first names its destination as the initiator.
     let reply_first = how == origin::FIRST_SEEN && pkt.icmp_is_echo_reply();
     let initiator_is_a = a_is_src != reply_first;
-    let stats = new_stats(now, len, initiator_is_a, how);
+    let mut stats = new_stats(now, len, initiator_is_a, how);
+    if reply_first {
+        // The reply is its own answer.
+        stats.outcome = outcome::ANSWERED;
+    }
     // NOEXIST: when the same packet races on two CPUs (or the two veths of one bridge), only the
     // first insert reports the connection.
-    if FLOWS.insert(key, stats, BPF_NOEXIST).is_ok() {
-        emit(ctx, pkt, dir, how, !reply_first);
+    if FLOWS.insert(key, stats, BPF_NOEXIST).is_ok() && !emit(ctx, pkt, dir, how, !reply_first) {
+        // Rare (a full ring buffer): mark the entry, so that its next packet reports it.
+        if let Some(stats) = FLOWS.get_ptr_mut(key) {
+            // SAFETY: as above.
+            unsafe { (*stats).unreported = 1 };
+        }
+    }
+}
+
+/// Records and reports the outcome of a pending connection. If the report cannot be written,
+/// the entry stays pending, so that the responder's next packet tries again.
+#[inline(always)]
+fn settle(ctx: &TcContext, key: &FlowKey, stats: &mut FlowStats, dir: u8, how: u8) {
+    if report(ctx, key, stats, dir, event_kind::OUTCOME, how) {
+        stats.outcome = how;
+    }
+}
+
+/// Writes an event about the connection of `key`, oriented from its initiator. True when it
+/// was written.
+#[inline(always)]
+fn report(ctx: &TcContext, key: &FlowKey, stats: &FlowStats, dir: u8, kind: u8, how: u8) -> bool {
+    let (src, dst, src_port, dst_port) = if stats.initiator_is_a != 0 {
+        (key.addr_a, key.addr_b, key.port_a, key.port_b)
+    } else {
+        (key.addr_b, key.addr_a, key.port_b, key.port_a)
+    };
+    let ev = FlowEvent {
+        src,
+        dst,
+        // A late start keeps the time its first packet was seen.
+        timestamp_ns: if kind == event_kind::START {
+            stats.first_seen_ns
+        } else {
+            // SAFETY: the helper has no preconditions.
+            unsafe { bpf_ktime_get_ns() }
+        },
+        // SAFETY: the context's skb pointer is valid for the whole program run.
+        ifindex: unsafe { (*ctx.skb.skb).ifindex },
+        src_port,
+        dst_port,
+        proto: key.proto,
+        family: key.family,
+        direction: dir,
+        origin: stats.origin,
+        icmp_type: 0,
+        icmp_code: 0,
+        kind,
+        outcome: how,
+    };
+    if EVENTS.output::<FlowEvent>(&ev, 0).is_ok() {
+        bump(counter::EVENTS);
+        true
+    } else {
+        bump(counter::EVENTS_DROPPED);
+        false
     }
 }
 
@@ -412,12 +567,15 @@ fn new_stats(now: u64, len: u64, initiator_is_a: bool, how: u8) -> FlowStats {
         initiator_is_a: initiator_is_a as u8,
         origin: how,
         closing: 0,
-        _pad: [0; 5],
+        outcome: outcome::PENDING,
+        unreported: 0,
+        _pad: [0; 3],
     }
 }
 
+/// Reports a connection start; true when the event was written.
 #[inline(always)]
-fn emit(ctx: &TcContext, pkt: &Packet, dir: u8, how: u8, sender_initiated: bool) {
+fn emit(ctx: &TcContext, pkt: &Packet, dir: u8, how: u8, sender_initiated: bool) -> bool {
     let (src, dst, src_port, dst_port) = if sender_initiated {
         (pkt.src, pkt.dst, pkt.src_port, pkt.dst_port)
     } else {
@@ -438,12 +596,19 @@ fn emit(ctx: &TcContext, pkt: &Packet, dir: u8, how: u8, sender_initiated: bool)
         origin: how,
         icmp_type: pkt.icmp_type,
         icmp_code: pkt.icmp_code,
-        _pad: [0; 2],
+        kind: event_kind::START,
+        outcome: if sender_initiated {
+            outcome::PENDING
+        } else {
+            outcome::ANSWERED
+        },
     };
     if EVENTS.output::<FlowEvent>(&ev, 0).is_ok() {
         bump(counter::EVENTS);
+        true
     } else {
         bump(counter::EVENTS_DROPPED);
+        false
     }
 }
 

@@ -12,6 +12,8 @@ pub struct Metrics {
     pub flows_observed: Counter,
     pub unexpected_flows: Counter,
     pub would_deny_flows: Counter,
+    pub failed_attempts: Counter,
+    pub scans: Counter,
     pub events_dropped: Counter,
     pub malformed_packets: Counter,
     pub alerts_suppressed: Counter,
@@ -41,6 +43,16 @@ impl Metrics {
             "trustmap_would_deny_flows",
             "Edges the current NetworkPolicies would deny",
             self.would_deny_flows.clone(),
+        );
+        r.register(
+            "trustmap_failed_attempts",
+            "Connection starts refused or unanswered (never learned)",
+            self.failed_attempts.clone(),
+        );
+        r.register(
+            "trustmap_scans",
+            "Scan alerts: one source's failed attempts to many targets within a window",
+            self.scans.clone(),
         );
         r.register(
             "trustmap_events_dropped",

@@ -71,6 +71,7 @@ fn a_hundred_thousand_edges_fit_well_under_64_mib() {
                 dst: SampleEnd::Ip([10, 0, 0, 2].into()),
                 port,
                 initiator: None,
+                outcome: None,
             },
         };
         g.add(src, &dst, Protocol::Tcp, port, stats);

@@ -5,6 +5,7 @@
 //! edge alerts once per kind; later connections on it only add to its count. Across edges, a
 //! token bucket caps the rate; what it holds back is counted, never silently lost.
 
+pub mod scan;
 pub mod sinks;
 
 use std::{collections::HashSet, time::Duration};
@@ -22,6 +23,9 @@ pub enum AlertKind {
     WouldDeny,
     /// Traffic outside the accepted baseline of a namespace in `alert` mode.
     UnexpectedFlow,
+    /// One source's refused or unanswered attempts to many targets within a window
+    /// ([`scan::ScanDetector`]); raised in every mode but `off`.
+    Scan,
 }
 
 impl AlertKind {
@@ -29,6 +33,7 @@ impl AlertKind {
         match self {
             Self::WouldDeny => "would_deny",
             Self::UnexpectedFlow => "unexpected_flow",
+            Self::Scan => "scan",
         }
     }
 }

@@ -25,6 +25,7 @@ use super::observe::{CaptureArgs, duration, sleep_until};
 use crate::{
     alert::{
         AlertGate, GateConfig,
+        scan::{ScanConfig, ScanDetector},
         sinks::{JsonLines, Webhook, WebhookConfig},
     },
     daemon::{
@@ -50,9 +51,10 @@ use crate::{
 pub struct AgentArgs {
     #[command(flatten)]
     pub capture: CaptureArgs,
-    /// Where the inventory comes from: the API server, or static manifests.
-    #[arg(long, value_enum, default_value_t = InventorySource::Kube)]
-    pub inventory: InventorySource,
+    /// Where the inventory comes from: the API server, or static manifests. Default: static
+    /// manifests when --manifests is given, else the API server.
+    #[arg(long, value_enum)]
+    pub inventory: Option<InventorySource>,
     /// Manifest files or directories, for `--inventory manifests`. Read again when they change,
     /// so a namespace's mode can be switched without a restart.
     #[arg(long, num_args = 1..)]
@@ -130,6 +132,16 @@ pub struct AgentConfig {
     /// Sustained alerts per second.
     #[serde(default)]
     pub alerts_per_second: Option<f64>,
+    /// Webhook that receives each alert (`--webhook` takes precedence).
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// Scan alerts: distinct targets of one source's refused or unanswered attempts within a
+    /// window that make a scan (default 10).
+    #[serde(default)]
+    pub scan_threshold: Option<usize>,
+    /// Scan alerts: the window, in seconds (default 60).
+    #[serde(default)]
+    pub scan_window_seconds: Option<u64>,
 }
 
 /// The cluster DNS, which learned policies keep reachable.
@@ -175,7 +187,18 @@ impl AgentConfig {
     }
 }
 
-pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+impl AgentArgs {
+    fn inventory_source(&self) -> InventorySource {
+        self.inventory.unwrap_or(if self.manifests.is_empty() {
+            InventorySource::Kube
+        } else {
+            InventorySource::Manifests
+        })
+    }
+}
+
+pub fn run(mut args: AgentArgs) -> anyhow::Result<ExitCode> {
+    args.inventory = Some(args.inventory_source());
     let config: AgentConfig = match &args.config {
         Some(p) => {
             let text =
@@ -185,7 +208,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         }
         None => AgentConfig::default(),
     };
-    match args.inventory {
+    match args.inventory_source() {
         InventorySource::Manifests if args.manifests.is_empty() => {
             anyhow::bail!("--inventory manifests needs --manifests PATH...")
         }
@@ -262,7 +285,7 @@ async fn agent(
     // The inventory, and with the API server, the publisher and the Event sink.
     let mut sinks = Sinks::default();
     let mut publish_tx = None;
-    let (mut feed, first_loaded) = match args.inventory {
+    let (mut feed, first_loaded) = match args.inventory_source() {
         InventorySource::Manifests => {
             Feed::manifests(args.manifests.clone()).context("reading --manifests")?
         }
@@ -306,18 +329,22 @@ async fn agent(
     if let Some(t) = &args.alerts {
         sinks.json = Some(JsonLines::open(t).with_context(|| format!("opening {t}"))?);
     }
-    sinks.webhook = args.webhook.clone().map(|url| {
-        Webhook::start(
-            WebhookConfig {
-                url,
-                timeout: Duration::from_secs(5),
-                attempts: 3,
-                first_retry: Duration::from_millis(200),
-                queue: 1024,
-            },
-            metrics.alert_delivery_failures.clone(),
-        )
-    });
+    sinks.webhook = args
+        .webhook
+        .clone()
+        .or_else(|| config.webhook.clone())
+        .map(|url| {
+            Webhook::start(
+                WebhookConfig {
+                    url,
+                    timeout: Duration::from_secs(5),
+                    attempts: 3,
+                    first_retry: Duration::from_millis(200),
+                    queue: 1024,
+                },
+                metrics.alert_delivery_failures.clone(),
+            )
+        });
 
     let edges_file = args.state_dir.join("edges.jsonl");
     let graph_file = args.state_dir.join("graph.jsonl");
@@ -331,6 +358,18 @@ async fn agent(
             .unwrap_or(GateConfig::default().per_second),
     });
     let mut pipeline = Pipeline::new(edges, graph, gate, metrics.clone(), sinks);
+    let scan_defaults = ScanConfig::default();
+    pipeline.scans = ScanDetector::new(ScanConfig {
+        threshold: config
+            .scan_threshold
+            .unwrap_or(scan_defaults.threshold)
+            .max(1),
+        window: config
+            .scan_window_seconds
+            .map_or(scan_defaults.window, |s| {
+                chrono::Duration::seconds(s.max(1) as i64)
+            }),
+    });
     let save = |p: &mut Pipeline| -> anyhow::Result<()> {
         if std::mem::take(&mut p.dirty) {
             p.edges.save(&edges_file).context("saving the state file")?;
@@ -360,6 +399,12 @@ async fn agent(
     // Drawing the graph evaluates every pair of workloads: not on every tick.
     let mut draw = tokio::time::interval(Duration::from_secs(15));
     let node_title = args.node_name.clone().unwrap_or_else(|| "this node".into());
+    // With the API server, each agent alerts only for the connections its node reports; a
+    // static inventory has no node placement to go by.
+    let local_node = match args.inventory_source() {
+        InventorySource::Kube => args.node_name.as_deref(),
+        InventorySource::Manifests => None,
+    };
     draw.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     'generation: loop {
@@ -385,8 +430,14 @@ async fn agent(
         let base_eval = baseline_policies
             .as_ref()
             .map(|b| Evaluator::new(&snapshot.inventory, b));
-        let flagger = Flagger::new(&snapshot.inventory, current, base_eval, &modes);
-        pipeline.handle(&flagger, &ids, &std::mem::take(&mut pending));
+        let mut flagger = Flagger::new(&snapshot.inventory, current, base_eval, &modes);
+        if let Some(node) = local_node {
+            flagger = flagger.on_node(node);
+        }
+        // Records that waited for this snapshot to know their addresses go first.
+        let mut batch = pipeline.take_parked();
+        batch.append(&mut pending);
+        pipeline.handle(&flagger, &ids, &batch);
         if !shared.ready.load(Ordering::Relaxed) {
             metrics
                 .attached_interfaces
@@ -452,7 +503,10 @@ async fn agent(
         let base_eval = baseline_policies
             .as_ref()
             .map(|b| Evaluator::new(&loaded.inventory, b));
-        let flagger = Flagger::new(&loaded.inventory, current, base_eval, &modes);
+        let mut flagger = Flagger::new(&loaded.inventory, current, base_eval, &modes);
+        if let Some(node) = local_node {
+            flagger = flagger.on_node(node);
+        }
         pipeline.handle(&flagger, &ids, &last);
     }
     pipeline.dirty = true;

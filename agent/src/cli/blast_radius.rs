@@ -3,7 +3,6 @@
 
 use std::{
     io::{self, BufWriter, Write},
-    path::PathBuf,
     process::ExitCode,
 };
 
@@ -20,9 +19,8 @@ use crate::{
 
 #[derive(Debug, clap::Args)]
 pub struct BlastRadiusArgs {
-    /// Manifest files or directories (YAML, JSON, `kind: List`), read recursively.
-    #[arg(long, required = true, num_args = 1..)]
-    pub manifests: Vec<PathBuf>,
+    #[command(flatten)]
+    pub source: super::source::SourceArgs,
     /// Flow records: also compute the blast radius under the policies learned from them.
     #[arg(long, num_args = 1..)]
     pub flows: Vec<String>,
@@ -49,13 +47,13 @@ struct Both<'a> {
 }
 
 pub fn run(args: BlastRadiusArgs) -> anyhow::Result<ExitCode> {
-    let loaded = super::check::load_manifests(&args.manifests)?;
+    let loaded = args.source.load()?;
     let current = blast_radius(&Evaluator::new(&loaded.inventory, &loaded.policies));
     let learned = if args.flows.is_empty() {
         None
     } else {
         let ids = Identities::new(&loaded.inventory, IdentityOptions::default());
-        let graph = build_graph(&ids, &args.flows, &[], None)?;
+        let (graph, _attempts) = build_graph(&ids, &args.flows, &[], None, false)?;
         let opts = SynthOptions {
             namespace_default_deny: true,
             ..SynthOptions::default()

@@ -20,9 +20,8 @@ use crate::{
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// Manifest files or directories (YAML, JSON, `kind: List`), read recursively.
-    #[arg(long, required = true, num_args = 1..)]
-    pub manifests: Vec<PathBuf>,
+    #[command(flatten)]
+    pub source: super::source::SourceArgs,
     /// JSON-lines flow records, as `trustmap observe` writes them; `-` for stdin. `src` and
     /// `dst` may also be a pod (`namespace/name`) or a workload (`namespace/Kind/name`).
     #[arg(long)]
@@ -72,7 +71,7 @@ struct ErrorLine<'a> {
 }
 
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let loaded = load_manifests(&args.manifests)?;
+    let loaded = args.source.load()?;
     let ev = Evaluator::new(&loaded.inventory, &loaded.policies);
     let ids = Identities::new(&loaded.inventory, IdentityOptions::default());
     let input: Box<dyn BufRead> = if args.flows == "-" {

@@ -19,12 +19,13 @@ use crate::{
 
 #[derive(Debug, clap::Args)]
 pub struct DiffArgs {
-    /// Manifest files or directories: the cluster's pods, workloads, services and nodes.
-    /// NetworkPolicies in them are ignored; the current ones come from --current.
-    #[arg(long, required = true, num_args = 1..)]
-    pub manifests: Vec<PathBuf>,
+    /// The cluster's pods, workloads, services and nodes: manifests, or the live cluster.
+    /// NetworkPolicies in manifests are ignored (the current ones come from --current); with
+    /// --from-cluster the live NetworkPolicies are the current ones unless --current is given.
+    #[command(flatten)]
+    pub source: super::source::SourceArgs,
     /// Directory (or files) of the NetworkPolicies in force.
-    #[arg(long, required = true, num_args = 1..)]
+    #[arg(long, num_args = 1.., required_unless_present = "from_cluster")]
     pub current: Vec<PathBuf>,
     /// Directory (or files) of learned NetworkPolicies, as `trustmap learn --output` writes.
     #[arg(long, num_args = 1.., conflicts_with = "flows")]
@@ -53,17 +54,21 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
     if args.learned.is_empty() && args.flows.is_empty() {
         bail!("nothing to compare with: give --learned DIR or --flows FILE");
     }
-    let loaded = super::check::load_manifests(&args.manifests)?;
-    if !loaded.policies.is_empty() {
+    let loaded = args.source.load()?;
+    if !loaded.policies.is_empty() && !args.current.is_empty() {
         tracing::info!(
             policies = loaded.policies.len(),
             "NetworkPolicies in --manifests are ignored; the current ones come from --current"
         );
     }
     let inv = &loaded.inventory;
-    let current = load_paths(&args.current)
-        .context("reading --current")?
-        .policies;
+    let current = if args.current.is_empty() {
+        loaded.policies.clone()
+    } else {
+        load_paths(&args.current)
+            .context("reading --current")?
+            .policies
+    };
     let ids = Identities::new(
         inv,
         IdentityOptions {
@@ -77,7 +82,7 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
             .context("reading --learned")?
             .policies
     } else {
-        let graph = build_graph(&ids, &args.flows, &[], None)?;
+        let (graph, _attempts) = build_graph(&ids, &args.flows, &[], None, false)?;
         for e in graph.edges() {
             for p in [e.src, e.dst] {
                 if let Peer::External(ip) | Peer::Node { ip, .. } = p {

@@ -1,6 +1,6 @@
 //! `trustmap explain`: the verdict on one connection, with its reasons, for people.
 
-use std::{path::PathBuf, process::ExitCode, str::FromStr};
+use std::{process::ExitCode, str::FromStr};
 
 use crate::{
     flow::{Endpoint, FlowRecord, Protocol},
@@ -9,9 +9,8 @@ use crate::{
 
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
-    /// Manifest files or directories (YAML, JSON, `kind: List`), read recursively.
-    #[arg(long, required = true, num_args = 1..)]
-    pub manifests: Vec<PathBuf>,
+    #[command(flatten)]
+    pub source: super::source::SourceArgs,
     /// Source: an IP address, `namespace/pod` or `namespace/Kind/name`.
     #[arg(long)]
     pub from: Endpoint,
@@ -63,7 +62,7 @@ impl FromStr for PortArg {
 }
 
 pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
-    let loaded = super::check::load_manifests(&args.manifests)?;
+    let loaded = args.source.load()?;
     let ev = Evaluator::new(&loaded.inventory, &loaded.policies);
     let record = FlowRecord::new(args.port.protocol, args.from, args.to, args.port.port);
     let conn = ev.connection(&record)?;

@@ -3,7 +3,6 @@
 
 use std::{
     io::{self, Write},
-    path::PathBuf,
     process::ExitCode,
 };
 
@@ -17,9 +16,8 @@ use crate::{
 
 #[derive(Debug, clap::Args)]
 pub struct GraphArgs {
-    /// Manifest files or directories (YAML, JSON, `kind: List`), read recursively.
-    #[arg(long, required = true, num_args = 1..)]
-    pub manifests: Vec<PathBuf>,
+    #[command(flatten)]
+    pub source: super::source::SourceArgs,
     /// Flow records: draw observed edges with counts, and tell used from excess.
     #[arg(long, num_args = 1..)]
     pub flows: Vec<String>,
@@ -36,25 +34,21 @@ pub enum GraphFormat {
 }
 
 pub fn run(args: GraphArgs) -> anyhow::Result<ExitCode> {
-    let loaded = super::check::load_manifests(&args.manifests)?;
+    let loaded = args.source.load()?;
     let ev = Evaluator::new(&loaded.inventory, &loaded.policies);
     let observed = if args.flows.is_empty() {
         None
     } else {
         let ids = Identities::new(&loaded.inventory, IdentityOptions::default());
-        let graph = build_graph(&ids, &args.flows, &[], None)?;
+        let (graph, _attempts) = build_graph(&ids, &args.flows, &[], None, false)?;
         Some(observed_connections(&ids, &graph))
     };
     let model = GraphModel::build(&ev, observed.as_deref());
-    let title: Vec<String> = args
-        .manifests
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
+    let title = args.source.describe();
     let text = match args.output {
         GraphFormat::Dot => to_dot(&model),
         GraphFormat::Mermaid => to_mermaid(&model),
-        GraphFormat::Html => render_html(&model, &title.join(" ")),
+        GraphFormat::Html => render_html(&model, &title),
     };
     io::stdout().lock().write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)

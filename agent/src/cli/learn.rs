@@ -50,6 +50,11 @@ pub struct LearnArgs {
     /// (`-o confidence`): seconds, or with a unit s, m, h, d.
     #[arg(long, default_value = "24h")]
     pub quiet_period: String,
+    /// Also learn refused, unanswered and pending connection starts as allowed (the behaviour
+    /// before trustmap knew outcomes). By default only answered and one-way (UDP) starts are
+    /// learned: a scan must not write its own allow rules.
+    #[arg(long)]
+    pub include_unanswered: bool,
 }
 
 /// How policies are learned: shared by `learn` and `export --from-cluster --policies`.
@@ -204,13 +209,16 @@ pub(super) fn read_flows(sources: &[String]) -> anyhow::Result<Vec<FlowRecord>> 
     Ok(out)
 }
 
-/// Builds the graph from state, graphs and flows, logging what was skipped and why.
+/// Builds the graph from state, graphs and flows, logging what was skipped and why. Failed
+/// attempts (refused, unanswered, pending) stay out of the graph unless `include_unanswered`;
+/// they are returned beside it.
 pub(super) fn build_graph(
     ids: &Identities<'_>,
     flows: &[String],
     graphs: &[PathBuf],
     state_file: Option<&Path>,
-) -> anyhow::Result<FlowGraph> {
+    include_unanswered: bool,
+) -> anyhow::Result<(FlowGraph, Vec<FlowRecord>)> {
     let mut graph = match state_file {
         Some(p) => state::load(p)?,
         None => FlowGraph::new(),
@@ -219,7 +227,15 @@ pub(super) fn build_graph(
         let f = File::open(g).with_context(|| format!("opening {}", g.display()))?;
         graph.read_json_lines(BufReader::new(f), &g.display().to_string())?;
     }
-    let records = read_flows(flows)?;
+    let (records, attempts): (Vec<FlowRecord>, Vec<FlowRecord>) = read_flows(flows)?
+        .into_iter()
+        .partition(|r| r.learnable(include_unanswered));
+    if !attempts.is_empty() {
+        tracing::info!(
+            records = attempts.len(),
+            "refused or unanswered connection starts not learned (--include-unanswered learns them)"
+        );
+    }
     let batch = ids.classify_batch(&records);
     let mut new_edges = 0usize;
     for o in &batch.observations {
@@ -248,7 +264,7 @@ pub(super) fn build_graph(
     if let Some(p) = state_file {
         state::save(p, &graph)?;
     }
-    Ok(graph)
+    Ok((graph, attempts))
 }
 
 pub fn run(args: LearnArgs) -> anyhow::Result<ExitCode> {
@@ -259,7 +275,13 @@ pub fn run(args: LearnArgs) -> anyhow::Result<ExitCode> {
     let loaded = super::check::load_manifests(&args.manifests)?;
     let (id_opts, synth_opts) = args.synth.options(&args.namespace)?;
     let ids = Identities::new(&loaded.inventory, id_opts);
-    let graph = build_graph(&ids, &args.flows, &args.graph, args.state.as_deref())?;
+    let (graph, _attempts) = build_graph(
+        &ids,
+        &args.flows,
+        &args.graph,
+        args.state.as_deref(),
+        args.include_unanswered,
+    )?;
     let learned = synthesize(&ids, &graph, &synth_opts)?;
     if let Some(dir) = &args.output_dir {
         write_dir(dir, &learned)?;

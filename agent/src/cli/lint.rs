@@ -20,9 +20,8 @@ use crate::{
 
 #[derive(Debug, clap::Args)]
 pub struct LintArgs {
-    /// Manifest files or directories (YAML, JSON, `kind: List`), read recursively.
-    #[arg(long, required = true, num_args = 1..)]
-    pub manifests: Vec<PathBuf>,
+    #[command(flatten)]
+    pub source: super::source::SourceArgs,
     /// JSON-lines flow records: report rules, ports and peers no observed traffic used.
     #[arg(long, num_args = 1..)]
     pub flows: Vec<String>,
@@ -104,8 +103,15 @@ pub(super) fn read_sources(paths: &[PathBuf]) -> anyhow::Result<Sources> {
 }
 
 pub fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
-    let loaded = super::check::load_manifests(&args.manifests)?;
-    let sources = read_sources(&args.manifests)?;
+    let loaded = args.source.load()?;
+    let sources = match args.source.live_text()? {
+        Some((path, text)) => {
+            let mut s = Sources::new();
+            s.add_text(&path, &text);
+            s
+        }
+        None => read_sources(args.source.manifests())?,
+    };
     let id_opts = identity_options(
         &args.pod_cidr,
         &args.dns_namespace,
@@ -130,7 +136,7 @@ pub fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
         None
     } else {
         let ids = Identities::new(&loaded.inventory, id_opts);
-        let graph = build_graph(&ids, &args.flows, &[], None)?;
+        let (graph, _attempts) = build_graph(&ids, &args.flows, &[], None, false)?;
         Some(observed_connections(&ids, &graph))
     };
     let findings = lint::lint(&LintInput {

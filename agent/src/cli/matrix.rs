@@ -3,7 +3,6 @@
 
 use std::{
     io::{self, BufWriter, Write},
-    path::PathBuf,
     process::ExitCode,
 };
 
@@ -11,9 +10,8 @@ use crate::policy::Evaluator;
 
 #[derive(Debug, clap::Args)]
 pub struct MatrixArgs {
-    /// Manifest files or directories (YAML, JSON, `kind: List`), read recursively.
-    #[arg(long, required = true, num_args = 1..)]
-    pub manifests: Vec<PathBuf>,
+    #[command(flatten)]
+    pub source: super::source::SourceArgs,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = MatrixFormat::Table)]
     pub output: MatrixFormat,
@@ -27,7 +25,7 @@ pub enum MatrixFormat {
 }
 
 pub fn run(args: MatrixArgs) -> anyhow::Result<ExitCode> {
-    let loaded = super::check::load_manifests(&args.manifests)?;
+    let loaded = args.source.load()?;
     let ev = Evaluator::new(&loaded.inventory, &loaded.policies);
     let m = ev.matrix();
     let mut out = BufWriter::new(io::stdout().lock());

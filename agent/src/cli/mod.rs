@@ -13,6 +13,7 @@ mod learn;
 mod lint;
 mod matrix;
 mod observe;
+mod source;
 
 use std::process::ExitCode;
 

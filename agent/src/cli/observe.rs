@@ -57,6 +57,11 @@ pub struct CaptureArgs {
     /// for the pre-existing scan (the DaemonSet mounts it at /host/proc).
     #[arg(long, value_name = "DIR", default_value = "/proc")]
     pub proc_root: PathBuf,
+    /// Seconds a connection start waits for its answer (SYN-ACK, a UDP reply, INIT-ACK, echo
+    /// reply) before it is reported `unanswered` (`one_way` for UDP). Answered and refused
+    /// starts are reported as soon as the answer is seen.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub answer_timeout: f64,
 }
 
 impl CaptureArgs {
@@ -68,6 +73,12 @@ impl CaptureArgs {
             idle_timeout_ns: self.idle_timeout.saturating_mul(1_000_000_000),
             max_flows: self.max_flows,
             attach_mode: self.attach_mode,
+            answer_timeout: std::time::Duration::try_from_secs_f64(self.answer_timeout)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--answer-timeout must be a positive number of seconds")
+                })?,
         };
         let mut capture = Capture::start(filter, &config).await?;
         let first = if self.no_pre_existing {

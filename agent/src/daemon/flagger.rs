@@ -20,6 +20,8 @@ pub struct Outcome {
     pub seen: DateTime<Utc>,
     /// Alerts the connection raises (before deduplication and rate limiting).
     pub alerts: Vec<(AlertKind, Explanation)>,
+    /// This node reports the connection's alerts (scans included).
+    pub reported_here: bool,
 }
 
 /// The current policies, the optional baseline and the modes, over one inventory.
@@ -28,6 +30,9 @@ pub struct Flagger<'a> {
     current: Evaluator<'a>,
     baseline: Option<Evaluator<'a>>,
     modes: &'a ModeConfig,
+    /// This node's name: a connection between two nodes is seen by both agents, and only one
+    /// may alert (see [`Flagger::reports`]).
+    local_node: Option<&'a str>,
 }
 
 /// The identity of a resolved endpoint in the graph: its workload, else its pod, `node:<name>`
@@ -64,6 +69,31 @@ impl<'a> Flagger<'a> {
             current,
             baseline,
             modes,
+            local_node: None,
+        }
+    }
+
+    /// Alerts only for connections this node reports: see [`Flagger::reports`].
+    pub fn on_node(mut self, node: &'a str) -> Self {
+        self.local_node = Some(node);
+        self
+    }
+
+    /// Whether this node reports the alerts of `c`: the node of the source pod, or, when the
+    /// source is no pod of a known node (an external address, a host), the node of the
+    /// destination pod. Without a node name (one process watching everything), always.
+    fn reports(&self, c: &Connection) -> bool {
+        let Some(local) = self.local_node else {
+            return true;
+        };
+        let node_of = |r: &Resolved| {
+            let pod = self.inventory.pod(r.pod()?);
+            pod.node.map(|n| self.inventory.node(n).name.as_str())
+        };
+        match (node_of(&c.src), node_of(&c.dst)) {
+            (Some(n), _) => n == local,
+            (None, Some(n)) => n == local,
+            (None, None) => true,
         }
     }
 
@@ -93,14 +123,16 @@ impl<'a> Flagger<'a> {
             return Ok(None);
         }
         let mut alerts = Vec::new();
+        let reports = self.reports(&c);
         let verdict = self.current.evaluate(&c);
-        if !verdict.allowed() {
+        if reports && !verdict.allowed() {
             alerts.push((
                 AlertKind::WouldDeny,
                 self.current.explain_verdict(&c, &verdict),
             ));
         }
-        if modes.contains(&Mode::Alert)
+        if reports
+            && modes.contains(&Mode::Alert)
             && let Some(baseline) = &self.baseline
         {
             let v = baseline.evaluate(&c);
@@ -122,6 +154,7 @@ impl<'a> Flagger<'a> {
             src_pod,
             seen: record.first_seen.unwrap_or(now),
             alerts,
+            reported_here: reports,
         }))
     }
 }

@@ -13,7 +13,8 @@ use tracing::warn;
 use super::{EdgeTable, Flagger};
 use crate::{
     alert::{
-        Alert, AlertGate, AlertKind, Decision,
+        Alert, AlertGate, AlertKind, Decision, EdgeKey,
+        scan::{ScanDetector, Target},
         sinks::{JsonLines, Webhook},
     },
     flow::FlowRecord,
@@ -22,6 +23,11 @@ use crate::{
     kube::EventSink,
     metrics::Metrics,
 };
+
+/// Records parked at most, waiting for the inventory to know their addresses.
+pub const PARK_LIMIT: usize = 10_000;
+/// How long a record may wait for the inventory.
+pub const PARK_FOR: chrono::Duration = chrono::Duration::seconds(30);
 
 /// Where alerts go; each is optional.
 #[derive(Default)]
@@ -38,6 +44,13 @@ pub struct Pipeline {
     pub gate: AlertGate,
     pub metrics: Metrics,
     pub sinks: Sinks,
+    /// Failed attempts by source, for scan alerts.
+    pub scans: ScanDetector,
+    /// Records the snapshot could not resolve yet (a pod that talks before the agent's
+    /// inventory has it, a Service whose endpoints are not known yet): retried with the next
+    /// snapshot, at most [`PARK_LIMIT`] and
+    /// for [`PARK_FOR`], then judged as they are.
+    parked: Vec<FlowRecord>,
     /// Edges or graph changed since the last save.
     pub dirty: bool,
     started: Instant,
@@ -64,6 +77,8 @@ impl Pipeline {
             gate,
             metrics,
             sinks,
+            scans: ScanDetector::default(),
+            parked: Vec::new(),
             dirty: false,
             started: Instant::now(),
             suppressed_reported: 0,
@@ -75,7 +90,15 @@ impl Pipeline {
         let now = Utc::now();
         let mut learned = Vec::with_capacity(records.len());
         for r in records {
+            if self.park(ids, r, now) {
+                continue;
+            }
             self.metrics.flows_observed.inc();
+            if r.is_attempt() {
+                // Refused or unanswered: never an edge, never learned; a scan if there are many.
+                self.attempt(flagger, ids, r, now);
+                continue;
+            }
             // Sent to a Service ClusterIP: judged as the connection to a backend pod on its
             // target port, which is what NetworkPolicy sees after DNAT.
             let via_service = ids.through_service(r);
@@ -100,6 +123,7 @@ impl Pipeline {
                 match kind {
                     AlertKind::WouldDeny => self.metrics.would_deny_flows.inc(),
                     AlertKind::UnexpectedFlow => self.metrics.unexpected_flows.inc(),
+                    AlertKind::Scan => self.metrics.scans.inc(),
                 };
                 let stats = self.edges.get(&outcome.edge);
                 let alert = Alert {
@@ -123,6 +147,71 @@ impl Pipeline {
             .alerts_suppressed
             .inc_by(suppressed - self.suppressed_reported);
         self.suppressed_reported = suppressed;
+    }
+
+    /// Parks `r` when the snapshot does not know enough yet: an address in the cluster's CIDRs
+    /// that no pod, node or Service has, or a Service without known backends. True when parked.
+    fn park(&mut self, ids: &Identities<'_>, r: &FlowRecord, now: chrono::DateTime<Utc>) -> bool {
+        let young = r.first_seen.is_none_or(|t| now - t < PARK_FOR);
+        if young
+            && self.parked.len() < PARK_LIMIT
+            && matches!(
+                ids.classify(r),
+                Err(crate::identity::IdentityError::UnknownClusterAddress { .. }
+                    | crate::identity::IdentityError::NoBackends { .. })
+            )
+        {
+            self.parked.push(r.clone());
+            return true;
+        }
+        false
+    }
+
+    /// The parked records, for another try against a newer snapshot.
+    pub fn take_parked(&mut self) -> Vec<FlowRecord> {
+        std::mem::take(&mut self.parked)
+    }
+
+    fn attempt(
+        &mut self,
+        flagger: &Flagger<'_>,
+        ids: &Identities<'_>,
+        r: &FlowRecord,
+        now: chrono::DateTime<Utc>,
+    ) {
+        self.metrics.failed_attempts.inc();
+        let via_service = ids.through_service(r);
+        let Ok(Some(o)) = flagger.process(via_service.as_ref().unwrap_or(r), now) else {
+            return;
+        };
+        if !o.reported_here {
+            return;
+        }
+        let target = Target {
+            dst: o.edge.dst.clone(),
+            protocol: o.edge.protocol,
+            port: o.edge.port,
+        };
+        let outcome = r.outcome.unwrap_or(crate::flow::Outcome::Unanswered);
+        let Some(finding) = self.scans.observe(&o.edge.src, target, outcome, now) else {
+            return;
+        };
+        self.metrics.scans.inc();
+        let alert = Alert {
+            kind: AlertKind::Scan,
+            edge: EdgeKey {
+                src: finding.src.clone(),
+                dst: "*".into(),
+                protocol: o.edge.protocol,
+                port: None,
+            },
+            src_pod: o.src_pod.clone(),
+            first_seen: finding.window_start,
+            count: finding.targets.len() as u64,
+            explanation: serde_json::to_value(&finding).unwrap_or_default(),
+        };
+        // Once per source and window already: not through the per-edge deduplication.
+        self.send(&alert);
     }
 
     fn send(&mut self, alert: &Alert) {

@@ -2,15 +2,16 @@
 //! records. Shared by `trustmap observe` and `trustmap agent`.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tracing::{info, warn};
 
-use super::{ClockOffset, Config, Counters, Datapath, drain, event_to_record};
+use super::{ClockOffset, Config, Counters, Datapath, Report, drain, event_to_report};
 use crate::{
-    flow::{Endpoint, FlowRecord, Protocol},
+    flow::{Endpoint, FlowRecord, Outcome, Protocol},
     netif::{InterfaceFilter, LinkChange, LinkWatcher},
     preexisting,
 };
@@ -25,6 +26,35 @@ pub struct Capture {
     /// late events still name it.
     names: HashMap<u32, String>,
     clock: ClockOffset,
+    /// Connection starts waiting for their outcome, and since when.
+    pending: HashMap<FlowId, (FlowRecord, Instant)>,
+    answer_timeout: Duration,
+}
+
+/// A connection, oriented from its initiator: protocol, source, destination.
+type FlowId = (
+    Protocol,
+    Option<IpAddr>,
+    Option<u16>,
+    Option<IpAddr>,
+    Option<u16>,
+);
+
+fn flow_id(r: &FlowRecord) -> FlowId {
+    let ip = |e: &Endpoint| match e {
+        Endpoint::Ip(ip) => Some(*ip),
+        _ => None,
+    };
+    (r.protocol, ip(&r.src), r.src_port, ip(&r.dst), r.port)
+}
+
+/// What a start that got no answer in time is: one-way for UDP, unanswered otherwise.
+fn timed_out(r: &FlowRecord) -> Outcome {
+    if r.protocol == Protocol::Udp {
+        Outcome::OneWay
+    } else {
+        Outcome::Unanswered
+    }
 }
 
 /// A TCP connection as (initiator, server) socket addresses.
@@ -58,6 +88,8 @@ impl Capture {
             filter,
             names: HashMap::new(),
             clock,
+            pending: HashMap::new(),
+            answer_timeout: config.answer_timeout,
         };
         for link in links {
             if capture.filter.matches(&link) {
@@ -76,16 +108,74 @@ impl Capture {
         }
     }
 
+    /// The records whose outcome is known: answered or refused now, or past the answer
+    /// timeout. Starts without an outcome wait in `pending`.
     fn drain(&mut self) -> Vec<FlowRecord> {
         let mut out = Vec::new();
         let (names, clock) = (&self.names, self.clock);
+        let mut reports = Vec::new();
         drain(self.ring.get_mut(), |ev| {
             let name = names.get(&ev.ifindex).map(String::as_str);
-            if let Some(rec) = event_to_record(&ev, name, clock) {
-                out.push(rec);
+            if let Some(r) = event_to_report(&ev, name, clock) {
+                reports.push(r);
             }
         });
+        let now = Instant::now();
+        for r in reports {
+            match r {
+                Report::Start(rec) if rec.outcome.is_some() => out.push(rec),
+                Report::Start(rec) => {
+                    // A new start of the same 5-tuple settles the old one as timed out.
+                    if let Some((mut old, _)) = self.pending.insert(flow_id(&rec), (rec, now)) {
+                        old.outcome = Some(timed_out(&old));
+                        out.push(old);
+                    }
+                }
+                Report::Outcome(rec) => match self.pending.remove(&flow_id(&rec)) {
+                    Some((mut start, _)) => {
+                        start.outcome = rec.outcome;
+                        out.push(start);
+                    }
+                    // Its start was lost or already timed out: the outcome event stands in.
+                    None => out.push(rec),
+                },
+            }
+        }
+        out.extend(self.expire(now, false));
         out
+    }
+
+    /// Starts past the answer timeout (all of them when `all`, as pending), settled.
+    fn expire(&mut self, now: Instant, all: bool) -> Vec<FlowRecord> {
+        let timeout = self.answer_timeout;
+        let due: Vec<FlowId> = self
+            .pending
+            .iter()
+            .filter(|(_, (_, since))| all || now.duration_since(*since) >= timeout)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut out: Vec<FlowRecord> = due
+            .into_iter()
+            .filter_map(|k| self.pending.remove(&k))
+            .map(|(mut r, since)| {
+                r.outcome = Some(if now.duration_since(since) >= timeout {
+                    timed_out(&r)
+                } else {
+                    Outcome::Pending
+                });
+                r
+            })
+            .collect();
+        out.sort_by_key(|r| r.first_seen);
+        out
+    }
+
+    /// When the oldest pending start times out, if any.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.pending
+            .values()
+            .map(|(_, since)| *since + self.answer_timeout)
+            .min()
     }
 
     /// Connections established before the programs were attached, read from the watched pods'
@@ -96,11 +186,20 @@ impl Capture {
         let attached: HashSet<u32> = self.names.keys().copied().collect();
         let tables = preexisting::scan_pod_namespaces(&attached)?;
         let mut out = self.drain();
-        let seen: HashSet<TcpKey> = out.iter().filter_map(tcp_key).collect();
+        let seen: HashSet<TcpKey> = out
+            .iter()
+            .chain(self.pending.values().map(|(r, _)| r))
+            .filter_map(tcp_key)
+            .collect();
         out.extend(
             preexisting::records(&tables, chrono::Utc::now())
                 .into_iter()
-                .filter(|r| tcp_key(r).is_none_or(|k| !seen.contains(&k))),
+                .filter(|r| tcp_key(r).is_none_or(|k| !seen.contains(&k)))
+                .map(|mut r| {
+                    // Established: answered long ago.
+                    r.outcome = Some(Outcome::Answered);
+                    r
+                }),
         );
         info!(
             namespaces = tables.len(),
@@ -113,7 +212,19 @@ impl Capture {
     /// and go meanwhile. Cancel-safe: nothing is lost when the future is dropped.
     pub async fn next_batch(&mut self) -> anyhow::Result<Vec<FlowRecord>> {
         loop {
+            let deadline = self.next_deadline();
             tokio::select! {
+                _ = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let records = self.expire(Instant::now(), false);
+                    if !records.is_empty() {
+                        return Ok(records);
+                    }
+                }
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard?;
                     guard.clear_ready();
@@ -124,15 +235,19 @@ impl Capture {
                     }
                 }
                 change = self.watcher.next() => match change {
-                    Some(LinkChange::Present(link)) if self.filter.matches(&link) => {
-                        self.attach(link.index, &link.name, false);
-                    }
-                    Some(LinkChange::Present(link)) => {
-                        // Renamed to something we do not watch.
-                        if self.dp.interface_name(link.index).is_some() {
+                    Some(LinkChange::Present(link))
+                        if self.dp.interface_name(link.index).is_some() =>
+                    {
+                        // Already attached: only a rename to a name we do not watch detaches.
+                        // Other changes (up, down, a bridge port's state) keep it attached.
+                        if !self.filter.name_matches(&link.name) {
                             self.dp.detach(link.index);
                         }
                     }
+                    Some(LinkChange::Present(link)) if self.filter.matches(&link) => {
+                        self.attach(link.index, &link.name, false);
+                    }
+                    Some(LinkChange::Present(_)) => {}
                     Some(LinkChange::Gone { index }) => self.dp.detach(index),
                     None => anyhow::bail!("the rtnetlink socket closed"),
                 },
@@ -149,8 +264,12 @@ impl Capture {
     }
 
     /// Detaches everything, then returns what the kernel had already written.
+    /// Starts still waiting for an answer are reported as `pending` (or as timed out when
+    /// their time is up).
     pub fn stop(&mut self) -> Vec<FlowRecord> {
         self.dp.detach_all();
-        self.drain()
+        let mut out = self.drain();
+        out.extend(self.expire(Instant::now(), true));
+        out
     }
 }

@@ -2,10 +2,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use agent_ebpf::{FlowEvent, family, origin};
+use agent_ebpf::{FlowEvent, event_kind, family, origin, outcome};
 use chrono::{DateTime, Utc};
 
-use crate::flow::{Endpoint, FlowRecord, Initiator, Protocol};
+use crate::flow::{Endpoint, FlowRecord, Initiator, Outcome, Protocol};
 
 /// Converts `bpf_ktime_get_ns` (CLOCK_MONOTONIC) to wall-clock time.
 #[derive(Debug, Clone, Copy)]
@@ -84,7 +84,38 @@ pub fn event_to_record(
         origin::ICMP_ECHO => Initiator::EchoRequest,
         _ => Initiator::FirstSeen,
     });
+    rec.outcome = match ev.outcome {
+        outcome::ANSWERED => Some(Outcome::Answered),
+        outcome::REFUSED => Some(Outcome::Refused),
+        _ => None,
+    };
     Some(rec)
+}
+
+/// What an event reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    /// A connection start. Its outcome is set when the programs already know it (a reply seen
+    /// first), else it waits for an [`Report::Outcome`] or the answer timeout.
+    Start(FlowRecord),
+    /// The outcome of a start reported earlier; the record carries the connection (and, if
+    /// its start was lost, stands in for it).
+    Outcome(FlowRecord),
+}
+
+/// The report of one event, or `None` for an event that names an unknown protocol, family or
+/// kind.
+pub fn event_to_report(
+    ev: &FlowEvent,
+    interface: Option<&str>,
+    clock: ClockOffset,
+) -> Option<Report> {
+    let rec = event_to_record(ev, interface, clock)?;
+    match ev.kind {
+        event_kind::START => Some(Report::Start(rec)),
+        event_kind::OUTCOME if rec.outcome.is_some() => Some(Report::Outcome(rec)),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use aya::{
     },
 };
 pub use capture::Capture;
-pub use event::{ClockOffset, event_to_record};
+pub use event::{ClockOffset, Report, event_to_record, event_to_report};
 use tracing::{debug, info, warn};
 
 /// The eBPF object built by agent/build.rs (public for the datapath benchmark).
@@ -53,6 +53,9 @@ pub struct Config {
     /// Capacity of the per-connection LRU map.
     pub max_flows: u32,
     pub attach_mode: AttachMode,
+    /// How long a connection start waits for its answer before it is reported unanswered
+    /// (one-way for UDP).
+    pub answer_timeout: std::time::Duration,
 }
 
 impl Default for Config {
@@ -61,6 +64,7 @@ impl Default for Config {
             idle_timeout_ns: 60_000_000_000,
             max_flows: 131_072,
             attach_mode: AttachMode::Auto,
+            answer_timeout: std::time::Duration::from_secs(5),
         }
     }
 }

@@ -4,4 +4,4 @@
 
 mod record;
 
-pub use record::{Endpoint, EndpointParseError, FlowRecord, Initiator, Protocol};
+pub use record::{Endpoint, EndpointParseError, FlowRecord, Initiator, Outcome, Protocol};

@@ -99,6 +99,40 @@ pub enum Initiator {
     PreExisting,
 }
 
+/// How a connection start ended (docs/flow-records.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The responder answered (TCP SYN-ACK, a UDP packet back, SCTP INIT-ACK, ICMP echo reply).
+    Answered,
+    /// The responder refused (TCP RST, SCTP ABORT, ICMP or ICMPv6 destination unreachable).
+    Refused,
+    /// No answer within the answer timeout (TCP, SCTP, ICMP).
+    Unanswered,
+    /// UDP with no packet back within the answer timeout: fire-and-forget traffic such as
+    /// statsd or syslog, or a dead server. Learned by default.
+    OneWay,
+    /// The capture stopped before an answer or the timeout.
+    Pending,
+}
+
+impl Outcome {
+    /// A failed or unfinished attempt: not learned unless asked (`--include-unanswered`).
+    pub fn is_attempt(self) -> bool {
+        matches!(self, Self::Refused | Self::Unanswered | Self::Pending)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Answered => "answered",
+            Self::Refused => "refused",
+            Self::Unanswered => "unanswered",
+            Self::OneWay => "one_way",
+            Self::Pending => "pending",
+        }
+    }
+}
+
 /// One end of a connection: an IP address, a pod (`namespace/name`) or a workload
 /// (`namespace/Kind/name`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -201,6 +235,10 @@ pub struct FlowRecord {
     pub icmp_type: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp_code: Option<u8>,
+    /// How the connection start ended. Absent in records written before trustmap knew, which
+    /// are taken as answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
 }
 
 impl FlowRecord {
@@ -217,7 +255,18 @@ impl FlowRecord {
             initiator: None,
             icmp_type: None,
             icmp_code: None,
+            outcome: None,
         }
+    }
+
+    /// A refused, unanswered or unfinished attempt (see [`Outcome::is_attempt`]).
+    pub fn is_attempt(&self) -> bool {
+        self.outcome.is_some_and(Outcome::is_attempt)
+    }
+
+    /// Whether learning turns this record into an allow rule.
+    pub fn learnable(&self, include_unanswered: bool) -> bool {
+        include_unanswered || !self.is_attempt()
     }
 }
 

@@ -22,6 +22,7 @@ fn obs(src: &str, dst: &str, port: u16, at: &str) -> Observation {
             dst: SampleEnd::Ip("10.0.0.2".parse().unwrap()),
             port: Some(port),
             initiator: None,
+            outcome: None,
         },
     }
 }

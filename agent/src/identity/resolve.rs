@@ -54,13 +54,15 @@ pub fn infer_cluster_cidrs(inv: &Inventory) -> Vec<IpNet> {
         .filter(|p| !p.host_network)
         .flat_map(|p| p.ips.iter().chain(&p.released_ips));
     let svc_ips = inv.services().iter().flat_map(|s| &s.cluster_ips);
-    let nets: Vec<IpNet> = pod_ips
+    let mut nets: Vec<IpNet> = pod_ips
         .chain(svc_ips)
         .map(|ip| {
             let len = if ip.is_ipv4() { 16 } else { 48 };
             IpNet::new(*ip, len).expect("prefix fits").trunc()
         })
         .collect();
+    // The nodes' podCIDRs, where the cluster assigns them: known before any pod starts.
+    nets.extend(inv.nodes().iter().flat_map(|n| n.pod_cidrs.iter().copied()));
     IpNet::aggregate(&nets)
 }
 
@@ -315,6 +317,7 @@ impl<'a> Identities<'a> {
             dst: (&r.dst).into(),
             port: r.port,
             initiator: r.initiator,
+            outcome: r.outcome,
         };
         let src = self.peer(&r.src, at)?;
         let obs = |dst: Peer, port: Option<u16>| Observation {

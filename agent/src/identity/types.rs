@@ -149,6 +149,9 @@ pub struct Sample {
     pub port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initiator: Option<Initiator>,
+    /// How that connection start ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<crate::flow::Outcome>,
 }
 
 /// A connection in learned terms: who to whom, on which pod port.

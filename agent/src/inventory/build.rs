@@ -451,8 +451,17 @@ impl InventoryBuilder {
                 )?);
             }
         }
+        let mut pod_cidrs = Vec::new();
+        let spec = n.spec.clone().unwrap_or_default();
+        for (i, c) in spec.pod_cidrs.iter().flatten().enumerate() {
+            let net: ipnet::IpNet = c.parse().map_err(|_| {
+                invalid(format!("spec.podCIDRs[{i}]"), format!("invalid CIDR {c:?}"))
+            })?;
+            pod_cidrs.push(net.trunc());
+        }
         let node = self.node_entry(&name);
         node.addresses.extend(addresses);
+        node.pod_cidrs.extend(pod_cidrs);
         node.labels
             .extend(n.metadata.labels.clone().unwrap_or_default());
         Ok(())
@@ -463,6 +472,7 @@ impl InventoryBuilder {
             name: name.to_owned(),
             addresses: Vec::new(),
             labels: Labels::new(),
+            pod_cidrs: Vec::new(),
         })
     }
 }

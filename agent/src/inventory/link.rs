@@ -83,6 +83,7 @@ impl InventoryBuilder {
                             name: ip.to_string(),
                             addresses: vec![*ip],
                             labels: Labels::new(),
+                            pod_cidrs: Vec::new(),
                         });
                         inv.node_by_ip.insert(*ip, id);
                     }

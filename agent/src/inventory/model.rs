@@ -114,6 +114,8 @@ pub struct Node {
     pub name: String,
     pub addresses: Vec<IpAddr>,
     pub labels: Labels,
+    /// `spec.podCIDRs`: the node's share of the pod network, when the cluster assigns them.
+    pub pod_cidrs: Vec<ipnet::IpNet>,
 }
 
 /// A Service.

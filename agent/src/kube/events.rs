@@ -53,25 +53,44 @@ pub fn event_for(
     let reason = match alert.kind {
         AlertKind::WouldDeny => "WouldDeny",
         AlertKind::UnexpectedFlow => "UnexpectedFlow",
+        AlertKind::Scan => "Scan",
     };
     let port = alert.edge.port.map(|p| format!(":{p}")).unwrap_or_default();
     let what = match alert.kind {
         AlertKind::WouldDeny => "the current NetworkPolicies would deny",
         AlertKind::UnexpectedFlow => "outside the baseline",
+        AlertKind::Scan => "",
     };
     let decided = deciding_policy(&alert.explanation)
         .map(|p| format!(" ({p})"))
         .unwrap_or_default();
-    let message = format!(
-        "{} -> {} {}{port}: {what}{decided}; first seen {}, {} connection(s)",
-        alert.edge.src,
-        alert.edge.dst,
-        alert.edge.protocol,
-        alert
-            .first_seen
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        alert.count,
-    );
+    let message = if alert.kind == AlertKind::Scan {
+        let ports: Vec<String> = alert.explanation["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| p.to_string())
+            .collect();
+        format!(
+            "{} made refused or unanswered attempts to {} targets within {} s (ports {}); \
+             none is learned as allowed",
+            alert.edge.src,
+            alert.count,
+            alert.explanation["window_seconds"],
+            ports.join(", ")
+        )
+    } else {
+        format!(
+            "{} -> {} {}{port}: {what}{decided}; first seen {}, {} connection(s)",
+            alert.edge.src,
+            alert.edge.dst,
+            alert.edge.protocol,
+            alert
+                .first_seen
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            alert.count,
+        )
+    };
     let time = Time(
         k8s_openapi::jiff::Timestamp::new(now.timestamp(), now.timestamp_subsec_nanos() as i32)
             .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),

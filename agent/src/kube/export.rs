@@ -17,25 +17,46 @@ use super::{
 /// Objects per list request: shards are up to ~0.5 MiB, so a page stays around 10 MiB.
 const PAGE_SIZE: u32 = 20;
 
-/// A client configured as kubectl would be: from `kubeconfig` when given (its current
-/// context), else from `KUBECONFIG`, `~/.kube/config`, or the in-cluster service account.
-pub async fn client_from_kubeconfig(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
-    let config = match kubeconfig {
-        Some(path) => {
+/// A client configured as kubectl would be, in `context` (default: the current one): from
+/// `kubeconfig` when given, else from `KUBECONFIG` or `~/.kube/config`, else (without a
+/// context) the in-cluster service account.
+pub async fn client_for(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<Client, KubeError> {
+    let options = KubeConfigOptions {
+        context: context.map(str::to_owned),
+        ..KubeConfigOptions::default()
+    };
+    let config = match (kubeconfig, context) {
+        (Some(path), _) => {
             let err = |message: String| KubeError::Kubeconfig {
                 path: path.display().to_string(),
                 message,
             };
             let file = Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
-            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+            Config::from_custom_kubeconfig(file, &options)
                 .await
                 .map_err(|e| err(e.to_string()))?
         }
-        None => Config::infer().await.map_err(|e| KubeError::InferConfig {
+        (None, Some(_)) => {
+            Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| KubeError::InferConfig {
+                    message: e.to_string(),
+                })?
+        }
+        (None, None) => Config::infer().await.map_err(|e| KubeError::InferConfig {
             message: e.to_string(),
         })?,
     };
     Client::try_from(config).map_err(KubeError::Client)
+}
+
+/// A client configured as kubectl would be: from `kubeconfig` when given (its current
+/// context), else from `KUBECONFIG`, `~/.kube/config`, or the in-cluster service account.
+pub async fn client_from_kubeconfig(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
+    client_for(kubeconfig, None).await
 }
 
 /// Lists the `FlowEdges` of every node in `namespace` (page by page) and merges their edges:

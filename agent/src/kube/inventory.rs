@@ -76,6 +76,17 @@ pub struct WatchStatus {
     pub last_error: Option<String>,
 }
 
+/// Whether a watcher error is the API server's `403 Forbidden`.
+fn forbidden(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 403,
+        watcher::Error::WatchError(s) => s.code == 403,
+        _ => false,
+    }
+}
+
 impl Default for WatchState {
     fn default() -> Self {
         Self {
@@ -108,8 +119,24 @@ impl WatchState {
             }
             Ok(_) => {}
             Err(e) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(kind, error = %e, "watch failed; retrying after backoff");
+                let first = self.errors.fetch_add(1, Ordering::Relaxed) == 0;
+                if forbidden(e) {
+                    // RBAC: retrying will not help until the ClusterRole changes. Say so plainly,
+                    // once per kind and then at every tenth failure, and keep retrying (no crash
+                    // loop: a fixed ClusterRole takes effect without a restart).
+                    let n = self.errors.load(Ordering::Relaxed);
+                    if first || n.is_multiple_of(10) {
+                        tracing::error!(
+                            kind,
+                            error = %e,
+                            "forbidden: the agent's ServiceAccount may not list and watch {kind}; \
+                             the ClusterRole trustmap-agent needs get, list and watch on it \
+                             (docs/deploy.md); retrying"
+                        );
+                    }
+                } else {
+                    tracing::warn!(kind, error = %e, "watch failed; retrying after backoff");
+                }
                 *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
             }
         }

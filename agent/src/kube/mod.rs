@@ -24,7 +24,7 @@ pub mod snapshot;
 
 pub use crd::{EdgeRecord, FlowEdges, FlowEdgesSpec};
 pub use events::{EventSink, EventSinkConfig};
-pub use export::{client_from_kubeconfig, fetch_edges, write_json_lines};
+pub use export::{client_for, client_from_kubeconfig, fetch_edges, write_json_lines};
 pub use inventory::{KubeInventory, PodScope, WatchStatus};
 pub use peers::{graph_to_records, records_to_graph};
 pub use publish::{

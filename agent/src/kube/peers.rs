@@ -89,6 +89,7 @@ pub fn records_to_graph(records: &[EdgeRecord]) -> (FlowGraph, Vec<EdgeRecord>) 
                 dst: SampleEnd::Named(r.dst.clone().into()),
                 port: r.port,
                 initiator: None,
+                outcome: None,
             },
         };
         graph.add(&src, &dst, r.protocol, r.port, stats);
@@ -152,6 +153,7 @@ mod tests {
                     dst: SampleEnd::Ip("10.0.0.2".parse().unwrap()),
                     port: Some(80),
                     initiator: None,
+                    outcome: None,
                 },
             };
             g.add(&ps[0], dst, Protocol::Tcp, Some(80), stats);

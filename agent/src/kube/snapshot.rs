@@ -98,11 +98,17 @@ pub fn trim_namespace(ns: &mut Namespace) {
     ns.status = None;
 }
 
-/// Keeps a node's labels and addresses: its image list and conditions are large and change
-/// often.
+/// Keeps a node's labels, addresses and podCIDRs (the pod network, known before any pod
+/// starts): its image list and conditions are large and change often.
 pub fn trim_node(node: &mut Node) {
     trim_meta(&mut node.metadata);
-    node.spec = None;
+    node.spec = node
+        .spec
+        .take()
+        .map(|s| k8s_openapi::api::core::v1::NodeSpec {
+            pod_cidrs: s.pod_cidrs,
+            ..Default::default()
+        });
     node.status = node.status.take().map(|s| NodeStatus {
         addresses: s.addresses,
         ..NodeStatus::default()
@@ -334,11 +340,12 @@ mod tests {
     }
 
     #[test]
-    fn trim_node_keeps_labels_and_addresses_only() {
+    fn trim_node_keeps_labels_addresses_and_pod_cidrs_only() {
         let mut node: Node = from(json!({
             "metadata": {"name": "worker-1", "labels": {"zone": "a"},
                 "managedFields": [{"manager": "kubelet"}]},
-            "spec": {"podCIDR": "10.0.0.0/24"},
+            "spec": {"podCIDR": "10.0.0.0/24", "podCIDRs": ["10.0.0.0/24", "fd00:0:0:1::/64"],
+                "providerID": "kind://worker-1", "taints": [{"key": "k", "effect": "NoSchedule"}]},
             "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.1"}],
                 "images": [{"names": ["nginx"], "sizeBytes": 1}],
                 "conditions": [{"type": "Ready", "status": "True"}]},
@@ -347,7 +354,12 @@ mod tests {
         let status = node.status.expect("status kept");
         assert!(status.images.is_none() && status.conditions.is_none());
         assert_eq!(status.addresses.expect("kept").len(), 1);
-        assert!(node.spec.is_none());
+        let spec = node.spec.expect("podCIDRs kept");
+        assert_eq!(
+            spec.pod_cidrs.expect("kept"),
+            ["10.0.0.0/24", "fd00:0:0:1::/64"]
+        );
+        assert!(spec.pod_cidr.is_none() && spec.provider_id.is_none() && spec.taints.is_none());
         assert_eq!(node.metadata.labels.expect("kept")["zone"], "a");
     }
 

@@ -71,7 +71,13 @@ impl InterfaceFilter {
     }
 
     pub fn matches(&self, link: &Link) -> bool {
-        link.pod_side_kind && self.set.is_match(&link.name)
+        link.pod_side_kind && self.name_matches(&link.name)
+    }
+
+    /// Whether the name alone matches (notifications of a bridge port's state carry no link
+    /// kind, so only a rename can tell that an attached interface is no longer ours).
+    pub fn name_matches(&self, name: &str) -> bool {
+        self.set.is_match(name)
     }
 }
 

@@ -89,6 +89,8 @@ pub struct Evidence {
     pub count: u64,
     pub first_seen: Option<DateTime<Utc>>,
     pub last_seen: Option<DateTime<Utc>>,
+    /// One-way UDP: no packet came back.
+    pub one_way: bool,
 }
 
 /// A learned policy: for a workload, or a namespace's default deny (`workload` is `None`).

@@ -52,6 +52,8 @@ pub(super) struct EdgeNote {
     pub count: u64,
     pub first_seen: Option<DateTime<Utc>>,
     pub last_seen: Option<DateTime<Utc>>,
+    /// UDP that never got a packet back (its first connection was one-way).
+    pub one_way: bool,
 }
 
 /// The rules of one workload's policy.
@@ -234,6 +236,7 @@ pub(super) fn plan(ctx: &Context<'_>, graph: &FlowGraph, opts: &SynthOptions) ->
                 count: e.stats.count,
                 first_seen: e.stats.first_seen,
                 last_seen: e.stats.last_seen,
+                one_way: e.stats.sample.outcome == Some(crate::flow::Outcome::OneWay),
             });
         }
     }

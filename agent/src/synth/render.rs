@@ -146,6 +146,7 @@ pub(super) fn policy(plan: Plan, _ctx: &Context<'_>, _opts: &SynthOptions) -> Le
             count: n.count,
             first_seen: n.first_seen,
             last_seen: n.last_seen,
+            one_way: n.one_way,
         })
         .collect();
     evidence.sort_by(|a, b| (&a.rule, &a.peer, &a.port).cmp(&(&b.rule, &b.peer, &b.port)));
@@ -157,11 +158,16 @@ pub(super) fn policy(plan: Plan, _ctx: &Context<'_>, _opts: &SynthOptions) -> Le
         .take(EVIDENCE_LINES)
         .map(|e| {
             format!(
-                "{} {} {}: {} connection(s), {} .. {}",
+                "{} {} {}: {} connection(s){}, {} .. {}",
                 e.rule,
                 e.peer,
                 e.port,
                 e.count,
+                if e.one_way {
+                    ", one-way (no reply)"
+                } else {
+                    ""
+                },
                 time(e.first_seen),
                 time(e.last_seen)
             )

@@ -1,0 +1,169 @@
+//! Where the offline commands read the cluster from: manifests, or the live cluster
+//! (`--from-cluster`), as kubectl reads it (kubeconfig, current context, `--context`).
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use k8s_openapi::api::{
+    core::v1::{Pod, Service},
+    networking::v1::{Ingress, NetworkPolicy},
+};
+use kube::{Api, Client, Resource, api::ListParams};
+use serde::Serialize;
+
+use crate::{
+    inventory::Loaded,
+    kube::{KubeInventory, PodScope, client_for},
+};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SourceArgs {
+    /// Manifest files or directories (YAML, JSON, `kind: List`), read recursively.
+    #[arg(
+        long,
+        num_args = 1..,
+        required_unless_present = "from_cluster",
+        conflicts_with = "from_cluster"
+    )]
+    pub manifests: Vec<PathBuf>,
+    /// Read the live cluster instead of manifests: its pods, namespaces, Services,
+    /// EndpointSlices and NetworkPolicies, with the credentials kubectl would use.
+    #[arg(long)]
+    pub from_cluster: bool,
+    /// Kubeconfig file for --from-cluster; default: KUBECONFIG, ~/.kube/config, or in-cluster.
+    #[arg(long, requires = "from_cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context for --from-cluster; default: the current context.
+    #[arg(long, requires = "from_cluster")]
+    pub context: Option<String>,
+    /// Seconds to wait for the live cluster's first lists.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub sync_timeout: u64,
+}
+
+/// What `lint` locates findings in when it reads the live cluster: one virtual file.
+pub const LIVE_FILE: &str = "live-cluster.yaml";
+
+impl SourceArgs {
+    /// The inventory and policies, from the manifests or the live cluster.
+    pub fn load(&self) -> anyhow::Result<Loaded> {
+        if !self.from_cluster {
+            return super::check::load_manifests(&self.manifests);
+        }
+        self.block_on(async {
+            let client = self.client().await?;
+            let inv = KubeInventory::start(client, PodScope::Cluster);
+            if tokio::time::timeout(Duration::from_secs(self.sync_timeout), inv.wait_synced())
+                .await
+                .is_err()
+            {
+                let errors: Vec<String> = inv
+                    .status()
+                    .into_iter()
+                    .filter(|s| !s.synced)
+                    .map(|s| {
+                        format!(
+                            "{}: {}",
+                            s.kind,
+                            s.last_error.as_deref().unwrap_or("no answer yet")
+                        )
+                    })
+                    .collect();
+                anyhow::bail!(
+                    "the live cluster did not list within {} s (--sync-timeout): {}",
+                    self.sync_timeout,
+                    errors.join("; ")
+                );
+            }
+            Ok(inv.snapshot())
+        })
+    }
+
+    /// For `lint`: the live objects it reads beyond the inventory (NetworkPolicies, Services,
+    /// Ingresses, pods' annotations), as one YAML text named [`LIVE_FILE`]; `None` with
+    /// manifests.
+    pub fn live_text(&self) -> anyhow::Result<Option<(PathBuf, String)>> {
+        if !self.from_cluster {
+            return Ok(None);
+        }
+        self.block_on(async {
+            let client = self.client().await?;
+            let mut text = String::new();
+            documents::<NetworkPolicy>(&client, &mut text).await?;
+            documents::<Service>(&client, &mut text).await?;
+            documents::<Ingress>(&client, &mut text).await?;
+            documents::<Pod>(&client, &mut text).await?;
+            Ok(Some((PathBuf::from(LIVE_FILE), text)))
+        })
+    }
+
+    async fn client(&self) -> anyhow::Result<Client> {
+        client_for(self.kubeconfig.as_deref(), self.context.as_deref())
+            .await
+            .context("connecting to the cluster")
+    }
+
+    fn block_on<T>(&self, f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(f)
+    }
+
+    /// How the source is named in messages.
+    pub fn describe(&self) -> String {
+        if self.from_cluster {
+            match &self.context {
+                Some(c) => format!("the live cluster (context {c})"),
+                None => "the live cluster".into(),
+            }
+        } else {
+            self.manifests
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    }
+
+    pub fn manifests(&self) -> &[PathBuf] {
+        &self.manifests
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.from_cluster
+    }
+}
+
+/// Appends every object of kind `K` in the cluster as a YAML document, without the fields the
+/// server manages.
+async fn documents<K>(client: &Client, out: &mut String) -> anyhow::Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .with_context(|| format!("listing {}", K::plural(&())))?;
+    for mut obj in list.items {
+        let meta = obj.meta_mut();
+        meta.managed_fields = None;
+        meta.resource_version = None;
+        meta.uid = None;
+        let mut value = serde_json::to_value(&obj)?;
+        value["apiVersion"] = K::api_version(&()).as_ref().into();
+        value["kind"] = K::kind(&()).as_ref().into();
+        if let Some(o) = value.as_object_mut() {
+            o.remove("status");
+        }
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&value)?);
+    }
+    Ok(())
+}
