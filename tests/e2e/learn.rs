@@ -7,37 +7,17 @@ use std::{
     fs,
     net::{IpAddr, SocketAddr},
     path::Path,
-    process::Command,
     time::Duration,
 };
 
 use trustmap_e2e::{
     Agent, Cluster, ClusterSpec, Pod, TcpServer, UdpServer,
     manifests::{self, PodOptions},
-    require_root, tcp_connect, udp_request,
+    require_root, run_trustmap, tcp_connect, udp_request,
 };
 
-fn trustmap(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(trustmap_e2e_binary())
-        .args(args)
-        .output()
-        .expect("running trustmap");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn trustmap_e2e_binary() -> std::path::PathBuf {
-    std::env::var_os("TRUSTMAP_BIN").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/trustmap"),
-        Into::into,
-    )
-}
-
 fn verdicts(manifests: &Path, policies: &Path, flows: &Path) -> Vec<(String, serde_json::Value)> {
-    let (ok, stdout, stderr) = trustmap(&[
+    let (ok, stdout, stderr) = run_trustmap(&[
         "check",
         "--manifests",
         manifests.to_str().unwrap(),
@@ -114,7 +94,7 @@ fn learned_policies_allow_observed_flows_and_deny_unobserved_probes() {
         "--output",
         learned.to_str().unwrap(),
     ];
-    let (ok, _, stderr) = trustmap(&args);
+    let (ok, _, stderr) = run_trustmap(&args);
     assert!(ok, "learn failed: {stderr}");
     let mut files: Vec<String> = fs::read_dir(&learned)
         .unwrap()
@@ -132,7 +112,7 @@ fn learned_policies_allow_observed_flows_and_deny_unobserved_probes() {
     );
     // A second run writes the same bytes.
     let first = fs::read_to_string(learned.join("e2e.api-pod-learned.yaml")).unwrap();
-    assert!(trustmap(&args).0);
+    assert!(run_trustmap(&args).0);
     assert_eq!(
         first,
         fs::read_to_string(learned.join("e2e.api-pod-learned.yaml")).unwrap()

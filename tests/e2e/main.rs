@@ -3,6 +3,8 @@
 //! without root they fail loudly rather than skip.
 
 mod agent;
+mod cluster;
+mod integrity;
 mod learn;
 mod lifecycle;
 mod observe;

@@ -29,6 +29,19 @@ pub fn binary() -> PathBuf {
     p
 }
 
+/// Runs `trustmap <args>` to completion: (success, stdout, stderr).
+pub fn run_trustmap(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(binary())
+        .args(args)
+        .output()
+        .expect("running trustmap");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 impl Agent {
     /// Starts `trustmap <args>` with its output and log in a fresh directory, and waits until
     /// its log says `ready`.

@@ -96,14 +96,15 @@ fn ip(args: &[&str]) {
     }
 }
 
-fn random_prefix() -> String {
+/// `first` and three random characters: names that do not collide with another run's.
+pub(crate) fn random_prefix_with(first: char) -> String {
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
         ^ u64::from(std::process::id()) << 20;
     let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut s = String::from("t");
+    let mut s = String::from(first);
     for _ in 0..3 {
         seed = seed
             .wrapping_mul(6364136223846793005)
@@ -118,7 +119,7 @@ impl Cluster {
     /// was created until then is removed.
     pub fn start(spec: &ClusterSpec) -> Self {
         let mut c = Self {
-            prefix: random_prefix(),
+            prefix: random_prefix_with('t'),
             nodes: spec.nodes,
             pods: Vec::new(),
             externals: Vec::new(),

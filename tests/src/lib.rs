@@ -16,11 +16,12 @@
 
 mod agent;
 mod cluster;
+pub mod k8s;
 mod kernel;
 pub mod manifests;
 mod traffic;
 
-pub use agent::Agent;
+pub use agent::{Agent, binary as agent_binary, run_trustmap};
 pub use cluster::{Cluster, ClusterSpec, Pod, PodSpec};
 pub use kernel::{CniStandin, attached_programs};
 pub use traffic::{

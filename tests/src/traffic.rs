@@ -20,7 +20,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
 /// No server thread lives longer than this, whatever the test does.
-const SERVER_LIFETIME: Duration = Duration::from_secs(120);
+const SERVER_LIFETIME: Duration = Duration::from_secs(600);
 
 /// Runs `f` on a thread inside the network namespace `netns` and returns its result.
 pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -29,7 +29,7 @@ pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + '
         .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
-fn spawn_in_netns<T: Send + 'static>(
+pub(crate) fn spawn_in_netns<T: Send + 'static>(
     netns: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> JoinHandle<T> {

@@ -4,7 +4,11 @@
 //! - an eBPF toolchain: nightly when installed, else stable with RUSTC_BOOTSTRAP=1;
 //! - rust-src for it (from rustup, or from the tarball named by TRUSTMAP_RUST_SRC_TARBALL);
 //! - bpf-linker 0.13 built against that toolchain's own libLLVM, under the tools directory, in a
-//!   folder named after the libLLVM file, so that a toolchain update rebuilds it.
+//!   folder named after the libLLVM file, so that a toolchain update rebuilds it;
+//! - the control plane the cluster tests run: kube-apiserver, kube-controller-manager and kubectl
+//!   from `k8s.io/kubernetes`, and etcd from `go.etcd.io/etcd/server/v3`, built with Go from the
+//!   module in `tests/controlplane/` into a folder named after both versions (see
+//!   docs/testing.md).
 
 use std::{
     env,
@@ -16,7 +20,14 @@ use anyhow::{Context as _, bail};
 
 use crate::run as sh;
 
-const APT_PACKAGES: &[&str] = &["iproute2", "bpftool", "iperf3", "chromium"];
+const APT_PACKAGES: &[&str] = &[
+    "iproute2", "bpftool", "iperf3", "chromium", // capture, benchmarks, the graph page's test
+    "nftables", "curl", // the cluster tests: kube-proxy's stand-in, etcd's HTTP API
+];
+/// The Kubernetes release the cluster tests run, and the etcd its kubeadm pins. Both must match
+/// `tests/controlplane/go.mod`.
+pub const KUBERNETES_VERSION: &str = "v1.36.3";
+pub const ETCD_VERSION: &str = "v3.6.8";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// The eBPF toolchain that setup prepared.
@@ -25,6 +36,8 @@ pub struct Tools {
     pub toolchain: String,
     /// Directory holding the `bpf-linker` binary.
     pub bpf_linker_bin: PathBuf,
+    /// Directory holding etcd, kube-apiserver, kube-controller-manager and kubectl.
+    pub k8s_bin: PathBuf,
 }
 
 impl Tools {
@@ -53,9 +66,11 @@ pub fn run(root: &Path) -> anyhow::Result<Tools> {
     let sysroot = sysroot(&toolchain)?;
     rust_src(root, &toolchain, &sysroot)?;
     let bpf_linker_bin = bpf_linker(root, &toolchain, &sysroot)?;
+    let k8s_bin = control_plane(root)?;
     Ok(Tools {
         toolchain,
         bpf_linker_bin,
+        k8s_bin,
     })
 }
 
@@ -221,4 +236,80 @@ fn bpf_linker(root: &Path, toolchain: &str, sysroot: &Path) -> anyhow::Result<Pa
     }
     sh(root, &mut cmd)?;
     Ok(bin)
+}
+
+/// What `go build` makes for the cluster tests: (binary, package).
+const CONTROL_PLANE: &[(&str, &str)] = &[
+    ("kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"),
+    (
+        "kube-controller-manager",
+        "k8s.io/kubernetes/cmd/kube-controller-manager",
+    ),
+    ("kubectl", "k8s.io/kubernetes/cmd/kubectl"),
+    ("etcd", "go.etcd.io/etcd/server/v3"),
+];
+
+/// Builds the control plane from upstream source, once per pair of versions. The module and
+/// build caches live in the tools directory, so a rebuild after a version bump is incremental.
+fn control_plane(root: &Path) -> anyhow::Result<PathBuf> {
+    let tools = tools_dir();
+    let dir = tools.join(format!("k8s-{KUBERNETES_VERSION}-etcd-{ETCD_VERSION}"));
+    if CONTROL_PLANE.iter().all(|(b, _)| dir.join(b).exists()) {
+        return Ok(dir);
+    }
+    let go = output(Command::new("go").arg("version")).context(
+        "Go (1.26 or newer) is needed to build the control plane the cluster tests run; install \
+         it and rerun `cargo xtask setup`",
+    )?;
+    eprintln!(
+        "xtask: building Kubernetes {KUBERNETES_VERSION} and etcd {ETCD_VERSION} with {go} \
+         (about 15 minutes on 2 cores when cold)"
+    );
+    let partial = tools.join(format!(
+        "k8s-{KUBERNETES_VERSION}-etcd-{ETCD_VERSION}.partial"
+    ));
+    std::fs::create_dir_all(&partial)?;
+    let module = root.join("tests/controlplane");
+    // Version stamps, as the upstream release build sets them: kubectl and the API server
+    // compare versions, and a server that says v0.0.0 would make kubectl warn about skew.
+    let minor = KUBERNETES_VERSION.split('.').nth(1).unwrap_or_default();
+    let ldflags = [
+        "k8s.io/component-base/version",
+        "k8s.io/client-go/pkg/version",
+    ]
+    .iter()
+    .map(|p| {
+        format!(
+            "-X {p}.gitVersion={KUBERNETES_VERSION} -X {p}.gitMajor=1 -X {p}.gitMinor={minor} \
+                 -X {p}.gitTreeState=clean"
+        )
+    })
+    .collect::<Vec<_>>()
+    .join(" ");
+    for (bin, pkg) in CONTROL_PLANE {
+        if partial.join(bin).exists() {
+            continue;
+        }
+        sh(
+            &module,
+            Command::new("go")
+                .args([
+                    "build",
+                    "-trimpath",
+                    "-ldflags",
+                    &format!("-s -w {ldflags}"),
+                    "-o",
+                ])
+                .arg(partial.join(bin))
+                .arg(pkg)
+                .env("GOMODCACHE", tools.join("go/mod"))
+                .env("GOCACHE", tools.join("go/cache"))
+                .env("GOFLAGS", "-modcacherw -mod=readonly")
+                .env("GOTOOLCHAIN", "local"),
+        )?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&partial, &dir)
+        .with_context(|| format!("moving {} into place", partial.display()))?;
+    Ok(dir)
 }

@@ -1,0 +1,813 @@
+//! The DaemonSet's whole path against a real control plane (etcd, kube-apiserver and
+//! kube-controller-manager built from upstream source), with the test kubelet running pods as
+//! network namespaces on three netns nodes.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use trustmap_e2e::{
+    TcpServer, in_netns,
+    k8s::{
+        ControlPlane, Kubelet,
+        app::{self, Shop},
+        http_get,
+        node::node_ipv4,
+    },
+    require_root, tcp_connect,
+};
+
+const NODES: u8 = 3;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn trustmap_bin() -> PathBuf {
+    trustmap_e2e::agent_binary()
+}
+
+/// Polls `f` every 500 ms until it returns `Some`; panics with `what` after `timeout`.
+pub fn wait<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn json(cp: &ControlPlane, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    serde_json::from_str(&cp.kubectl_run(&a)).expect("kubectl JSON")
+}
+
+/// Every node's published edges: node name → set of "src -> dst PROTO/port".
+fn flowedges(cp: &ControlPlane) -> BTreeMap<String, BTreeSet<String>> {
+    let list = json(cp, &["get", "flowedges", "-A"]);
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for item in list["items"].as_array().into_iter().flatten() {
+        let node = item["spec"]["node"].as_str().unwrap_or_default().to_owned();
+        let set = out.entry(node).or_default();
+        for e in item["spec"]["edges"].as_array().into_iter().flatten() {
+            set.insert(edge_string(e));
+        }
+    }
+    out
+}
+
+fn edge_string(e: &Value) -> String {
+    format!(
+        "{} -> {} {}/{}",
+        e["src"].as_str().unwrap_or("?"),
+        e["dst"].as_str().unwrap_or("?"),
+        e["protocol"].as_str().unwrap_or("?"),
+        e["port"].as_u64().map_or("-".into(), |p| p.to_string())
+    )
+}
+
+/// The agent's metric `name` on node `i`, read from its /metrics on the node's address.
+fn metric(kubelet: &Kubelet, i: u8, name: &str) -> f64 {
+    let (code, body) = http_get(&kubelet.node_ns(i), node_ipv4(i), 9090, "/metrics")
+        .unwrap_or_else(|| panic!("no /metrics answer from node-{i}"));
+    assert_eq!(code, 200);
+    body.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == name).then(|| v.trim().parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+fn metric_sum(kubelet: &Kubelet, name: &str) -> f64 {
+    (1..=NODES).map(|i| metric(kubelet, i, name)).sum()
+}
+
+/// Events with `reason` on pods of `namespace`: (pod, message).
+fn events(cp: &ControlPlane, namespace: &str, reason: &str) -> Vec<(String, String)> {
+    let list = json(cp, &["get", "events", "-n", namespace]);
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["reason"] == reason && e["involvedObject"]["kind"] == "Pod")
+        .map(|e| {
+            (
+                e["involvedObject"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                e["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A webhook receiver on a simulated external host: counts the POSTs and keeps their bodies.
+struct Receiver {
+    bodies: Arc<std::sync::Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Receiver {
+    fn start(netns: &str, addr: SocketAddr) -> Self {
+        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (b, s) = (bodies.clone(), stop.clone());
+        let listener = in_netns(netns, move || TcpListener::bind(addr)).expect("receiver bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            while !s.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(1800) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(3)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Headers, then Content-Length bytes of body.
+                while let Ok(n) = conn.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())
+                                    .flatten()
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            b.lock().expect("lock").push(body.to_owned());
+                            break;
+                        }
+                    }
+                }
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        Self { bodies, stop }
+    }
+
+    fn bodies(&self) -> Vec<String> {
+        self.bodies.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A control plane, three nodes, and `kubectl apply -k deploy/` with every agent ready.
+pub struct Deployed {
+    // Drop order: the kubelet (agents, pods, network) before the control plane.
+    pub kubelet: Kubelet,
+    pub cp: ControlPlane,
+    pub applied: usize,
+}
+
+pub fn deploy() -> Deployed {
+    require_root();
+    let cp = ControlPlane::start();
+    let kubelet = Kubelet::start(&cp, NODES, 2, &trustmap_bin());
+    let out = cp.kubectl_run(&["apply", "-k", &repo().join("deploy").display().to_string()]);
+    let applied = out.lines().filter(|l| l.ends_with(" created")).count();
+    assert_eq!(
+        applied, 9,
+        "kubectl apply -k deploy/ should create 9 objects:\n{out}"
+    );
+    wait_agents_ready(&cp, &kubelet);
+    Deployed {
+        kubelet,
+        cp,
+        applied,
+    }
+}
+
+/// Waits until the DaemonSet reports one ready agent per node.
+pub fn wait_agents_ready(cp: &ControlPlane, kubelet: &Kubelet) {
+    let mut last = String::new();
+    wait("one ready agent per node", Duration::from_secs(120), || {
+        let ds = json(
+            cp,
+            &[
+                "get",
+                "daemonset",
+                "-n",
+                "trustmap-system",
+                "trustmap-agent",
+            ],
+        );
+        let st = &ds["status"];
+        (st["desiredNumberScheduled"] == u64::from(NODES)
+            && st["numberReady"] == u64::from(NODES)
+            && st["updatedNumberScheduled"] == u64::from(NODES)
+            && st["numberUnavailable"].as_u64().unwrap_or(0) == 0)
+            .then_some(())
+            .or_else(|| {
+                let now = format!("daemonset status: {st}; kubelet: {}", kubelet.log_tail(1));
+                if now != last {
+                    eprintln!("{now}");
+                    last = now;
+                }
+                None
+            })
+    });
+}
+
+/// Publishes every 3 s (plus `extra` configuration keys), and restarts the agents as a user
+/// would after editing the ConfigMap.
+pub fn reconfigure(cp: &ControlPlane, kubelet: &Kubelet, extra: &str) {
+    let cm = json(
+        cp,
+        &[
+            "get",
+            "configmap",
+            "-n",
+            "trustmap-system",
+            "trustmap-config",
+        ],
+    );
+    let config = cm["data"]["config.yaml"]
+        .as_str()
+        .expect("config.yaml")
+        .replace("publishIntervalSeconds: 60", "publishIntervalSeconds: 3")
+        + extra;
+    let patch = serde_json::json!({"data": {"config.yaml": config}}).to_string();
+    cp.kubectl_run(&[
+        "patch",
+        "configmap",
+        "-n",
+        "trustmap-system",
+        "trustmap-config",
+        "--type=merge",
+        "-p",
+        &patch,
+    ]);
+    cp.kubectl_run(&[
+        "rollout",
+        "restart",
+        "daemonset",
+        "-n",
+        "trustmap-system",
+        "trustmap-agent",
+    ]);
+    cp.kubectl_run(&[
+        "rollout",
+        "status",
+        "daemonset",
+        "-n",
+        "trustmap-system",
+        "trustmap-agent",
+        "--timeout=180s",
+    ]);
+    wait_agents_ready(cp, kubelet);
+}
+
+/// The sample app's pods with their servers, once their EndpointSlices are in place.
+pub fn start_shop(cp: &ControlPlane, kubelet: &Kubelet) -> Shop {
+    let shop = Shop::start(kubelet);
+    let api_pod = json(cp, &["get", "pod", "-n", "shop", &shop.api.name]);
+    assert_eq!(
+        api_pod["metadata"]["ownerReferences"][0]["kind"],
+        "ReplicaSet"
+    );
+    assert!(api_pod["metadata"]["labels"]["pod-template-hash"].is_string());
+    for (ns, svc, ip) in [
+        ("shop", "api", shop.api.ipv4()),
+        ("kube-system", "kube-dns", shop.dns.ipv4()),
+    ] {
+        wait(
+            &format!("the {svc} EndpointSlice"),
+            Duration::from_secs(60),
+            || {
+                let s = json(
+                    cp,
+                    &[
+                        "get",
+                        "endpointslices",
+                        "-n",
+                        ns,
+                        "-l",
+                        &format!("kubernetes.io/service-name={svc}"),
+                    ],
+                );
+                let got = s["items"][0]["endpoints"][0]["addresses"][0]
+                    .as_str()
+                    .map(str::to_owned);
+                (got == Some(ip.to_string())).then_some(())
+            },
+        );
+    }
+    // The kube-proxy stand-in syncs every second.
+    std::thread::sleep(Duration::from_secs(2));
+    shop
+}
+
+/// The audit log's 403s for the agents' service account.
+fn agent_403s(cp: &ControlPlane) -> Vec<String> {
+    cp.audit_events_with_code(403)
+        .into_iter()
+        .filter(|e| {
+            e["user"]["username"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("system:serviceaccount:trustmap-system:"))
+        })
+        .map(|e| format!("{} {}", e["verb"], e["requestURI"]))
+        .collect()
+}
+
+#[test]
+fn cluster_users_path_against_a_real_control_plane() {
+    let d = deploy();
+    let (cp, kubelet) = (&d.cp, &d.kubelet);
+    // The agent pods: one per node, from the DaemonSet controller, bound by node affinity.
+    for i in 1..=NODES {
+        let p = kubelet
+            .agent_pod(i)
+            .unwrap_or_else(|| panic!("no agent on node-{i}"));
+        assert!(p.host_network);
+    }
+
+    // A user configures a short publish interval and a webhook, then restarts the agents.
+    let webhook_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 11)), 8088);
+    let receiver = Receiver::start(&kubelet.fabric.externals_ns(), webhook_addr);
+    reconfigure(
+        cp,
+        kubelet,
+        &format!("webhook: http://{webhook_addr}/alerts\n"),
+    );
+
+    // The app, from the real controllers.
+    let app_file = cp.dir.join("shop.yaml");
+    std::fs::write(&app_file, app::MANIFEST).expect("app manifest");
+    cp.kubectl_run(&["apply", "-f", &app_file.display().to_string()]);
+    let shop = start_shop(cp, kubelet);
+    shop.traffic();
+
+    // Each node's edges, published by server-side apply under the agent's field manager.
+    let expected: BTreeMap<&str, BTreeSet<String>> = BTreeMap::from([
+        (
+            "node-1",
+            [
+                "shop/Deployment/frontend -> cluster-dns UDP/53",
+                "shop/Deployment/frontend -> shop/Deployment/api TCP/8080",
+                "shop/Deployment/api -> shop/StatefulSet/db TCP/5432",
+            ]
+            .map(String::from)
+            .into(),
+        ),
+        (
+            "node-2",
+            [
+                "shop/Deployment/frontend -> shop/Deployment/api TCP/8080",
+                "shop/Deployment/api -> cluster-dns UDP/53",
+                "shop/Deployment/api -> shop/StatefulSet/db TCP/5432",
+                "shop/Deployment/api -> 203.0.113.10 TCP/443",
+            ]
+            .map(String::from)
+            .into(),
+        ),
+    ]);
+    let published = wait("every node's FlowEdges", Duration::from_secs(60), || {
+        let got = flowedges(cp);
+        expected
+            .iter()
+            .all(|(n, e)| got.get(*n).is_some_and(|g| e.is_subset(g)))
+            .then_some(got)
+    });
+    for (node, edges) in &expected {
+        assert_eq!(&published[*node], edges, "edges of {node}");
+    }
+    let fe = json(cp, &["get", "flowedges", "-A", "--show-managed-fields"]);
+    for item in fe["items"].as_array().expect("items") {
+        let managers: Vec<&str> = item["metadata"]["managedFields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["manager"].as_str())
+            .collect();
+        assert_eq!(
+            managers,
+            ["trustmap-agent"],
+            "field managers of {}",
+            item["metadata"]["name"]
+        );
+        // Nothing pruned: every edge has every field the agent writes.
+        for e in item["spec"]["edges"].as_array().expect("edges") {
+            for f in ["src", "dst", "protocol", "count", "firstSeen", "lastSeen"] {
+                assert!(!e[f].is_null(), "field {f} pruned from {e}");
+            }
+        }
+        assert!(item["spec"]["edgeCount"].as_u64().is_some());
+    }
+
+    // Would-deny: the api's queries to the db, as Events on the api pod and in /metrics.
+    let flagged = wait(
+        "a WouldDeny Event on the api pod",
+        Duration::from_secs(30),
+        || {
+            let ev = events(cp, "shop", "WouldDeny");
+            ev.iter()
+                .any(|(pod, _)| *pod == shop.api.name)
+                .then_some(ev)
+        },
+    );
+    assert!(
+        flagged
+            .iter()
+            .any(|(_, m)| m.contains("shop/db-from-frontend")),
+        "the Event names the policy: {flagged:?}"
+    );
+    assert!(metric(kubelet, 2, "trustmap_would_deny_flows_total") >= 1.0);
+
+    // Export with a kubeconfig, validate with the API server, apply.
+    let policies = cp.dir.join("learned");
+    let out = std::process::Command::new(trustmap_bin())
+        .args(["export", "--from-cluster", "--kubeconfig"])
+        .arg(&cp.admin_kubeconfig)
+        .arg("--policies")
+        .arg(&policies)
+        .output()
+        .expect("export");
+    assert!(
+        out.status.success(),
+        "export failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files: Vec<_> = std::fs::read_dir(&policies)
+        .expect("policies dir")
+        .collect();
+    assert!(files.len() >= 3, "learned policies: {files:?}");
+    let dry = cp.kubectl_run(&[
+        "apply",
+        "--dry-run=server",
+        "-k",
+        &policies.display().to_string(),
+    ]);
+    let accepted = dry
+        .lines()
+        .filter(|l| l.contains("(server dry run)"))
+        .count();
+    assert!(accepted >= 3, "server dry run:\n{dry}");
+    cp.kubectl_run(&["apply", "-k", &policies.display().to_string()]);
+    let denied_before = metric_sum(kubelet, "trustmap_would_deny_flows_total");
+    // The api's query to the db is now allowed; the db never opened a connection to the api.
+    std::thread::sleep(Duration::from_secs(8));
+    tcp_connect(
+        &shop.api.netns,
+        SocketAddr::new(IpAddr::V4(shop.db.ipv4()), 5432),
+    );
+    tcp_connect(
+        &shop.db.netns,
+        SocketAddr::new(IpAddr::V4(shop.api.ipv4()), 8080),
+    );
+    let probe = wait(
+        "a WouldDeny Event for the db's probe",
+        Duration::from_secs(30),
+        || {
+            events(cp, "shop", "WouldDeny")
+                .into_iter()
+                .find(|(pod, _)| *pod == shop.db.name)
+        },
+    );
+    assert!(probe.1.contains("8080"), "{probe:?}");
+    let denied_after = metric_sum(kubelet, "trustmap_would_deny_flows_total");
+    assert_eq!(
+        denied_after - denied_before,
+        1.0,
+        "only the db's probe is flagged once the learned policies are applied"
+    );
+
+    // Alert mode: an unexpected flow gives an Event, a webhook call and the metric.
+    cp.kubectl_run(&["annotate", "namespace", "shop", "trustmap.dev/mode=alert"]);
+    std::thread::sleep(Duration::from_secs(8));
+    let side = TcpServer::start(
+        &shop.api.netns,
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9999),
+    );
+    tcp_connect(
+        &shop.frontend.netns,
+        SocketAddr::new(IpAddr::V4(shop.api.ipv4()), 9999),
+    );
+    wait("an UnexpectedFlow Event", Duration::from_secs(30), || {
+        events(cp, "shop", "UnexpectedFlow")
+            .into_iter()
+            .find(|(_, m)| m.contains("9999"))
+    });
+    wait("the webhook call", Duration::from_secs(30), || {
+        receiver
+            .bodies()
+            .into_iter()
+            .find(|b| b.contains("unexpected_flow") && b.contains("9999"))
+    });
+    assert!(metric_sum(kubelet, "trustmap_unexpected_flows_total") >= 1.0);
+    cp.kubectl_run(&[
+        "annotate",
+        "namespace",
+        "shop",
+        "trustmap.dev/mode=observe",
+        "--overwrite",
+    ]);
+    std::thread::sleep(Duration::from_secs(8));
+    let calls = receiver.bodies().len();
+    let unexpected = metric_sum(kubelet, "trustmap_unexpected_flows_total");
+    let side2 = TcpServer::start(
+        &shop.api.netns,
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9998),
+    );
+    tcp_connect(
+        &shop.frontend.netns,
+        SocketAddr::new(IpAddr::V4(shop.api.ipv4()), 9998),
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        metric_sum(kubelet, "trustmap_unexpected_flows_total"),
+        unexpected
+    );
+    assert!(
+        !receiver.bodies()[calls..]
+            .iter()
+            .any(|b| b.contains("unexpected_flow")),
+        "no unexpected-flow alert in observe mode"
+    );
+    drop((side, side2));
+
+    // Pods deleted and recreated: the identity follows the new pod and its IP.
+    cp.kubectl_run(&["delete", "pod", "-n", "shop", &shop.api.name, "--wait=true"]);
+    let new_api = wait("a new api pod", Duration::from_secs(60), || {
+        kubelet
+            .pods_named("shop", "api-")
+            .into_iter()
+            .find(|p| p.uid != shop.api.uid)
+    });
+    tcp_connect(
+        &new_api.netns,
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10)), 443),
+    );
+    wait(
+        "the new api pod's edge, named by its workload",
+        Duration::from_secs(30),
+        || {
+            flowedges(cp)
+                .get("node-2")
+                .filter(|e| e.contains("shop/Deployment/api -> 203.0.113.10 TCP/443"))
+                .map(|_| ())
+        },
+    );
+    let events_total = json(cp, &["get", "events", "-n", "shop"])["items"]
+        .as_array()
+        .map_or(0, Vec::len);
+
+    // RBAC: not one 403 for the agents, in the audit log or in their logs.
+    let forbidden = agent_403s(cp);
+    assert!(forbidden.is_empty(), "the agents met 403s: {forbidden:?}");
+    let logs = kubelet.agent_logs();
+    assert!(
+        !logs.contains("403") && !logs.contains("forbidden"),
+        "agent logs mention a 403"
+    );
+    eprintln!(
+        "figures: objects applied {}, edges published {}, learned policies {}, server-accepted \
+         {accepted}, Events {events_total}, webhook calls {}, agent 403s 0",
+        d.applied,
+        published.values().map(BTreeSet::len).sum::<usize>(),
+        files.len(),
+        receiver.bodies().len()
+    );
+}
+
+/// Every node's FlowEdges objects: name → (node, edge count).
+fn flowedges_objects(cp: &ControlPlane) -> BTreeMap<String, (String, u64)> {
+    json(cp, &["get", "flowedges", "-A"])["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| {
+            (
+                o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                (
+                    o["spec"]["node"].as_str().unwrap_or_default().to_owned(),
+                    o["spec"]["edgeCount"].as_u64().unwrap_or(0),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn cluster_rbac_without_a_verb_is_reported_without_a_crash_loop() {
+    let d = deploy();
+    let (cp, kubelet) = (&d.cp, &d.kubelet);
+    // Take `list` away from the NetworkPolicy rule, as a hand-edited ClusterRole might.
+    let role = json(cp, &["get", "clusterrole", "trustmap-agent"]);
+    let index = role["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .position(|r| r["resources"][0] == "networkpolicies")
+        .expect("a networkpolicies rule");
+    let patch =
+        format!(r#"[{{"op":"replace","path":"/rules/{index}/verbs","value":["get","watch"]}}]"#);
+    cp.kubectl_run(&[
+        "patch",
+        "clusterrole",
+        "trustmap-agent",
+        "--type=json",
+        "-p",
+        &patch,
+    ]);
+    cp.kubectl_run(&[
+        "rollout",
+        "restart",
+        "daemonset",
+        "-n",
+        "trustmap-system",
+        "trustmap-agent",
+    ]);
+    let line = wait(
+        "the agents to report the missing verb",
+        Duration::from_secs(90),
+        || {
+            let logs = kubelet.agent_logs();
+            logs.lines()
+            .find(|l| l.contains("forbidden: the agent's ServiceAccount may not list and watch NetworkPolicy"))
+            .map(str::to_owned)
+        },
+    );
+    assert!(line.contains("ClusterRole trustmap-agent"), "{line}");
+    // No crash loop: the agents keep running, unready, and are never restarted.
+    std::thread::sleep(Duration::from_secs(20));
+    for i in 1..=NODES {
+        let p = kubelet
+            .agent_pod(i)
+            .unwrap_or_else(|| panic!("no agent on node-{i}"));
+        assert_eq!(p.restarts, 0, "the agent on node-{i} was restarted");
+    }
+    let ds = json(
+        cp,
+        &[
+            "get",
+            "daemonset",
+            "-n",
+            "trustmap-system",
+            "trustmap-agent",
+        ],
+    );
+    assert_eq!(
+        ds["status"]["numberReady"].as_u64().unwrap_or(0),
+        0,
+        "{}",
+        ds["status"]
+    );
+    assert!(!agent_403s(cp).is_empty(), "the audit log shows the 403s");
+    // Restoring the ClusterRole heals the agents without a restart.
+    cp.kubectl_run(&["apply", "-k", &repo().join("deploy").display().to_string()]);
+    wait_agents_ready(cp, kubelet);
+    for i in 1..=NODES {
+        assert_eq!(kubelet.agent_pod(i).map(|p| p.restarts), Some(0));
+    }
+}
+
+#[test]
+fn cluster_survives_an_api_server_outage_a_compaction_and_a_killed_agent() {
+    let d = deploy();
+    let (kubelet, mut cp) = (d.kubelet, d.cp);
+    reconfigure(&cp, &kubelet, "");
+    let app_file = cp.dir.join("shop.yaml");
+    std::fs::write(&app_file, app::MANIFEST).expect("app manifest");
+    cp.kubectl_run(&["apply", "-f", &app_file.display().to_string()]);
+    let shop = start_shop(&cp, &kubelet);
+    shop.traffic();
+    let before = wait("every node's FlowEdges", Duration::from_secs(60), || {
+        let got = flowedges(&cp);
+        (got.get("node-1").map_or(0, BTreeSet::len) == 3
+            && got.get("node-2").map_or(0, BTreeSet::len) == 4)
+            .then_some(got)
+    });
+
+    // The API server goes away for 60 s; meanwhile etcd is compacted and the app goes on.
+    cp.stop_apiserver();
+    let down = Instant::now();
+    cp.compact_etcd();
+    let side = TcpServer::start(
+        &shop.frontend.netns,
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8081),
+    );
+    tcp_connect(
+        &shop.api.netns,
+        SocketAddr::new(IpAddr::V4(shop.frontend.ipv4()), 8081),
+    );
+    std::thread::sleep(Duration::from_secs(60).saturating_sub(down.elapsed()));
+    // Capture went on: the agents still serve the edge made during the outage.
+    let (code, flows) =
+        http_get(&kubelet.node_ns(2), node_ipv4(2), 9090, "/flows").expect("/flows");
+    assert_eq!(code, 200);
+    assert!(
+        flows.contains("8081"),
+        "node-2 kept capturing during the outage: {flows}"
+    );
+    cp.start_apiserver();
+    let up = Instant::now();
+    let new_edge = "shop/Deployment/api -> shop/Deployment/frontend TCP/8081";
+    let after = wait(
+        "the outage's edge, published",
+        Duration::from_secs(120),
+        || {
+            let got = flowedges(&cp);
+            got.get("node-2")
+                .filter(|e| e.contains(new_edge))
+                .map(|_| got.clone())
+        },
+    );
+    let recovery = up.elapsed();
+    for (node, edges) in &before {
+        assert!(edges.is_subset(&after[node]), "no edge of {node} lost");
+    }
+    // The watches met a 410 (compacted etcd, fresh watch cache) and listed again.
+    let logs = kubelet.agent_logs();
+    assert!(
+        logs.contains("listing again"),
+        "the agents relisted after the 410"
+    );
+    for i in 1..=NODES {
+        assert_eq!(
+            kubelet.agent_pod(i).map(|p| p.restarts),
+            Some(0),
+            "node-{i} crashed"
+        );
+    }
+    // And their inventory is whole: a policy created now is used for verdicts at once.
+    let deny = cp.dir.join("deny-api-egress.yaml");
+    std::fs::write(
+        &deny,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: api-no-egress\n  \
+         namespace: shop\nspec:\n  podSelector:\n    matchLabels: {app: api}\n  policyTypes: [Egress]\n",
+    )
+    .expect("policy");
+    cp.kubectl_run(&["apply", "-f", &deny.display().to_string()]);
+    std::thread::sleep(Duration::from_secs(8));
+    tcp_connect(
+        &shop.api.netns,
+        SocketAddr::new(IpAddr::V4(shop.frontend.ipv4()), 8081),
+    );
+    wait(
+        "a WouldDeny naming the new policy",
+        Duration::from_secs(30),
+        || {
+            events(&cp, "shop", "WouldDeny")
+                .into_iter()
+                .find(|(_, m)| m.contains("api-no-egress"))
+        },
+    );
+    drop(side);
+
+    // SIGKILL: the kubelet restarts the agent, which republishes the same objects.
+    let objects = flowedges_objects(&cp);
+    let edges = flowedges(&cp);
+    kubelet.kill_agent(2);
+    wait(
+        "the agent on node-2 restarted",
+        Duration::from_secs(60),
+        || (kubelet.agent_pod(2).is_some_and(|p| p.restarts == 1)).then_some(()),
+    );
+    wait_agents_ready(&cp, &kubelet);
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(
+        flowedges_objects(&cp).keys().collect::<Vec<_>>(),
+        objects.keys().collect::<Vec<_>>(),
+        "no FlowEdges object duplicated or lost"
+    );
+    assert_eq!(flowedges(&cp), edges, "no edge duplicated or lost");
+    eprintln!(
+        "figures: API server down {:?}, recovery (API server ready to the outage's edge published) {recovery:?}",
+        up.duration_since(down)
+    );
+}
