@@ -6,7 +6,6 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     io::{Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener},
-    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -17,45 +16,14 @@ use std::{
 use serde_json::Value;
 use trustmap_e2e::{
     TcpServer, in_netns,
-    k8s::{
-        ControlPlane, Kubelet,
-        app::{self, Shop},
-        http_get,
-        node::node_ipv4,
+    k8s::ops::{
+        NODES, deploy, json, reconfigure, repo, start_shop, trustmap_bin, wait, wait_agents_ready,
     },
+    k8s::{ControlPlane, Kubelet, app, http_get, node::node_ipv4},
     require_root, tcp_connect,
 };
 
-const NODES: u8 = 3;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn trustmap_bin() -> PathBuf {
-    trustmap_e2e::agent_binary()
-}
-
-/// Polls `f` every 500 ms until it returns `Some`; panics with `what` after `timeout`.
-pub fn wait<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn json(cp: &ControlPlane, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    serde_json::from_str(&cp.kubectl_run(&a)).expect("kubectl JSON")
-}
+const AGENT_USER: &str = "system:serviceaccount:trustmap-system:trustmap-agent";
 
 /// Every node's published edges: node name → set of "src -> dst PROTO/port".
 fn flowedges(cp: &ControlPlane) -> BTreeMap<String, BTreeSet<String>> {
@@ -180,152 +148,6 @@ impl Drop for Receiver {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
-}
-
-/// A control plane, three nodes, and `kubectl apply -k deploy/` with every agent ready.
-pub struct Deployed {
-    // Drop order: the kubelet (agents, pods, network) before the control plane.
-    pub kubelet: Kubelet,
-    pub cp: ControlPlane,
-    pub applied: usize,
-}
-
-pub fn deploy() -> Deployed {
-    require_root();
-    let cp = ControlPlane::start();
-    let kubelet = Kubelet::start(&cp, NODES, 2, &trustmap_bin());
-    let out = cp.kubectl_run(&["apply", "-k", &repo().join("deploy").display().to_string()]);
-    let applied = out.lines().filter(|l| l.ends_with(" created")).count();
-    assert_eq!(
-        applied, 9,
-        "kubectl apply -k deploy/ should create 9 objects:\n{out}"
-    );
-    wait_agents_ready(&cp, &kubelet);
-    Deployed {
-        kubelet,
-        cp,
-        applied,
-    }
-}
-
-/// Waits until the DaemonSet reports one ready agent per node.
-pub fn wait_agents_ready(cp: &ControlPlane, kubelet: &Kubelet) {
-    let mut last = String::new();
-    wait("one ready agent per node", Duration::from_secs(120), || {
-        let ds = json(
-            cp,
-            &[
-                "get",
-                "daemonset",
-                "-n",
-                "trustmap-system",
-                "trustmap-agent",
-            ],
-        );
-        let st = &ds["status"];
-        (st["desiredNumberScheduled"] == u64::from(NODES)
-            && st["numberReady"] == u64::from(NODES)
-            && st["updatedNumberScheduled"] == u64::from(NODES)
-            && st["numberUnavailable"].as_u64().unwrap_or(0) == 0)
-            .then_some(())
-            .or_else(|| {
-                let now = format!("daemonset status: {st}; kubelet: {}", kubelet.log_tail(1));
-                if now != last {
-                    eprintln!("{now}");
-                    last = now;
-                }
-                None
-            })
-    });
-}
-
-/// Publishes every 3 s (plus `extra` configuration keys), and restarts the agents as a user
-/// would after editing the ConfigMap.
-pub fn reconfigure(cp: &ControlPlane, kubelet: &Kubelet, extra: &str) {
-    let cm = json(
-        cp,
-        &[
-            "get",
-            "configmap",
-            "-n",
-            "trustmap-system",
-            "trustmap-config",
-        ],
-    );
-    let config = cm["data"]["config.yaml"]
-        .as_str()
-        .expect("config.yaml")
-        .replace("publishIntervalSeconds: 60", "publishIntervalSeconds: 3")
-        + extra;
-    let patch = serde_json::json!({"data": {"config.yaml": config}}).to_string();
-    cp.kubectl_run(&[
-        "patch",
-        "configmap",
-        "-n",
-        "trustmap-system",
-        "trustmap-config",
-        "--type=merge",
-        "-p",
-        &patch,
-    ]);
-    cp.kubectl_run(&[
-        "rollout",
-        "restart",
-        "daemonset",
-        "-n",
-        "trustmap-system",
-        "trustmap-agent",
-    ]);
-    cp.kubectl_run(&[
-        "rollout",
-        "status",
-        "daemonset",
-        "-n",
-        "trustmap-system",
-        "trustmap-agent",
-        "--timeout=180s",
-    ]);
-    wait_agents_ready(cp, kubelet);
-}
-
-/// The sample app's pods with their servers, once their EndpointSlices are in place.
-pub fn start_shop(cp: &ControlPlane, kubelet: &Kubelet) -> Shop {
-    let shop = Shop::start(kubelet);
-    let api_pod = json(cp, &["get", "pod", "-n", "shop", &shop.api.name]);
-    assert_eq!(
-        api_pod["metadata"]["ownerReferences"][0]["kind"],
-        "ReplicaSet"
-    );
-    assert!(api_pod["metadata"]["labels"]["pod-template-hash"].is_string());
-    for (ns, svc, ip) in [
-        ("shop", "api", shop.api.ipv4()),
-        ("kube-system", "kube-dns", shop.dns.ipv4()),
-    ] {
-        wait(
-            &format!("the {svc} EndpointSlice"),
-            Duration::from_secs(60),
-            || {
-                let s = json(
-                    cp,
-                    &[
-                        "get",
-                        "endpointslices",
-                        "-n",
-                        ns,
-                        "-l",
-                        &format!("kubernetes.io/service-name={svc}"),
-                    ],
-                );
-                let got = s["items"][0]["endpoints"][0]["addresses"][0]
-                    .as_str()
-                    .map(str::to_owned);
-                (got == Some(ip.to_string())).then_some(())
-            },
-        );
-    }
-    // The kube-proxy stand-in syncs every second.
-    std::thread::sleep(Duration::from_secs(2));
-    shop
 }
 
 /// The audit log's 403s for the agents' service account.
@@ -817,5 +639,181 @@ fn cluster_survives_an_api_server_outage_a_compaction_and_a_killed_agent() {
          published) {recovery:?}, to a policy created after the outage in force \
          {inventory_recovered:?}",
         up.duration_since(down)
+    );
+}
+
+/// `n` distinct edges of simulated node `node`, as its agent would publish them.
+fn simulated_edges(node: usize, n: usize, round: u64) -> Vec<trustmap::kube::EdgeRecord> {
+    let t = chrono::DateTime::from_timestamp(1_800_000_000 + round as i64 * 60, 0).expect("time");
+    (0..n)
+        .map(|k| trustmap::kube::EdgeRecord {
+            src: format!("ns{:02}/Deployment/client-{node:02}-{}", k % 40, k / 40),
+            dst: format!("ns{:02}/Deployment/server-{}", (k * 7) % 40, k % 97),
+            protocol: trustmap::flow::Protocol::Tcp,
+            port: Some(1024 + (k % 5000) as u16),
+            // One edge in a hundred sees new connections each round.
+            count: 1 + if k % 100 == 0 { round } else { 0 },
+            first_seen: t,
+            last_seen: t,
+        })
+        .collect()
+}
+
+#[test]
+fn cluster_scale_fifty_nodes_of_two_thousand_edges() {
+    const SIM_NODES: usize = 50;
+    const EDGES: usize = 2_000;
+    const ROUND: Duration = Duration::from_secs(10);
+    const ROUNDS: u64 = 3;
+    require_root();
+    let cp = ControlPlane::start();
+    let deploy = repo().join("deploy");
+    for f in ["namespace.yaml", "crd.yaml", "rbac.yaml"] {
+        cp.kubectl_run(&["apply", "-f", &deploy.join(f).display().to_string()]);
+    }
+    cp.kubectl_run(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/flowedges.trustmap.dev",
+        "--timeout=60s",
+    ]);
+    // The publishers act as the agents do: the agent's ServiceAccount, the agent's code, one
+    // relay that counts what crosses.
+    let token = cp.kubectl_run(&[
+        "create",
+        "token",
+        "trustmap-agent",
+        "-n",
+        "trustmap-system",
+        "--duration=1h",
+    ]);
+    let relay = trustmap_e2e::k8s::proxy::ApiProxy::start(None, 0, cp.port);
+    let kubeconfig = cp.dir.join("publishers.kubeconfig");
+    trustmap_e2e::k8s::controlplane::write_token_kubeconfig(
+        &kubeconfig,
+        &format!("https://127.0.0.1:{}", relay.port),
+        &cp.pki.ca_cert,
+        &token,
+    );
+    let pids = (
+        cp.apiserver
+            .as_ref()
+            .and_then(|p| p.pid())
+            .expect("apiserver pid"),
+        cp.etcd.as_ref().and_then(|p| p.pid()).expect("etcd pid"),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (initial, steady) = rt.block_on(async {
+        let client = trustmap::kube::client_for(Some(&kubeconfig), None)
+            .await
+            .expect("client");
+        let publishers: Vec<trustmap::kube::Publisher> = (0..SIM_NODES)
+            .map(|i| {
+                trustmap::kube::Publisher::new(
+                    client.clone(),
+                    "trustmap-system",
+                    &format!("sim-{i:02}"),
+                )
+            })
+            .collect();
+        let t0 = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for (i, p) in publishers.iter().enumerate() {
+            let p = p.clone();
+            set.spawn(async move { p.publish(simulated_edges(i, EDGES, 0)).await });
+        }
+        while let Some(r) = set.join_next().await {
+            r.expect("task").expect("initial publication");
+        }
+        let initial = t0.elapsed();
+        // Steady state: every node publishes once per round, spread over the round.
+        let before = (
+            relay.counters.up.load(Ordering::Relaxed),
+            relay.counters.down.load(Ordering::Relaxed),
+            trustmap_e2e::k8s::controlplane::cpu_time(pids.0),
+            trustmap_e2e::k8s::controlplane::cpu_time(pids.1),
+            cp.audit_requests_by(AGENT_USER),
+        );
+        let t1 = Instant::now();
+        for round in 1..=ROUNDS {
+            let start = Instant::now();
+            let mut set = tokio::task::JoinSet::new();
+            for (i, p) in publishers.iter().enumerate() {
+                let p = p.clone();
+                let at = start + ROUND * i as u32 / SIM_NODES as u32;
+                set.spawn(async move {
+                    tokio::time::sleep_until(at.into()).await;
+                    p.publish(simulated_edges(i, EDGES, round)).await
+                });
+            }
+            while let Some(r) = set.join_next().await {
+                r.expect("task").expect("publication");
+            }
+            tokio::time::sleep_until((start + ROUND).into()).await;
+        }
+        let secs = t1.elapsed().as_secs_f64();
+        let after = (
+            relay.counters.up.load(Ordering::Relaxed),
+            relay.counters.down.load(Ordering::Relaxed),
+            trustmap_e2e::k8s::controlplane::cpu_time(pids.0),
+            trustmap_e2e::k8s::controlplane::cpu_time(pids.1),
+            cp.audit_requests_by(AGENT_USER),
+        );
+        (initial, (secs, before, after))
+    });
+    let (secs, before, after) = steady;
+    let requests = (after.4 - before.4) as f64;
+    let up = (after.0 - before.0) as f64;
+    let down = (after.1 - before.1) as f64;
+    let api_cpu = (after.2 - before.2).as_secs_f64() / secs;
+    let etcd_cpu = (after.3 - before.3).as_secs_f64() / secs;
+    let objects = flowedges_objects(&cp);
+    assert_eq!(
+        objects
+            .values()
+            .map(|(n, _)| n)
+            .collect::<BTreeSet<_>>()
+            .len(),
+        SIM_NODES
+    );
+    assert_eq!(
+        objects.values().map(|(_, c)| c).sum::<u64>(),
+        (SIM_NODES * EDGES) as u64
+    );
+    // What a user runs: every node's edges, merged.
+    let out = cp.dir.join("export.jsonl");
+    let t = Instant::now();
+    let (ok, _, stderr) = trustmap_e2e::run_trustmap(&[
+        "export",
+        "--from-cluster",
+        "--kubeconfig",
+        &cp.admin_kubeconfig.display().to_string(),
+        "-o",
+        &out.display().to_string(),
+    ]);
+    let export = t.elapsed();
+    assert!(ok, "export failed: {stderr}");
+    let lines = std::fs::read_to_string(&out)
+        .expect("export")
+        .lines()
+        .count();
+    assert_eq!(lines, SIM_NODES * EDGES, "every edge exported once");
+    eprintln!(
+        "figures: {SIM_NODES} nodes x {EDGES} edges, {} FlowEdges objects; initial publication \
+         {initial:?}; steady state at one publication per node per {ROUND:?}: {:.1} requests/s \
+         ({:.2} per node per publication), {:.0} KiB/s up and {:.0} KiB/s down ({:.1} KiB per node \
+         per publication), API server {:.2} cores, etcd {:.2} cores; export of {lines} edges {export:?}",
+        objects.len(),
+        requests / secs,
+        requests / (SIM_NODES as f64 * ROUNDS as f64),
+        up / 1024.0 / secs,
+        down / 1024.0 / secs,
+        (up + down) / 1024.0 / (SIM_NODES as f64 * ROUNDS as f64),
+        api_cpu,
+        etcd_cpu,
     );
 }

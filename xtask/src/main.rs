@@ -31,7 +31,12 @@ enum Cmd {
         filter: Option<String>,
     },
     /// The product on an embedded example app: a netns mini-cluster, observed and learned.
-    Demo,
+    Demo {
+        /// Tell the story with the DaemonSet on a real control plane, printing the kubectl and
+        /// trustmap commands a user would type.
+        #[arg(long)]
+        cluster: bool,
+    },
     /// Benchmarks: criterion (evaluator) and the datapath figures of BENCHMARKS.md.
     Bench,
 }
@@ -42,7 +47,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Setup => setup::run(&root).map(|_| ()),
         Cmd::Test { filter } => test(&root, filter.as_deref()),
-        Cmd::Demo => demo(&root),
+        Cmd::Demo { cluster } => demo(&root, cluster),
         Cmd::Bench => bench(&root),
     }
 }
@@ -140,8 +145,8 @@ fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
     run(root, &mut e2e)
 }
 
-fn demo(root: &Path) -> anyhow::Result<()> {
-    setup::run(root)?;
+fn demo(root: &Path, cluster: bool) -> anyhow::Result<()> {
+    let tools = setup::run(root)?;
     if !is_root() {
         bail!("the demo builds network namespaces and loads eBPF: run it as root");
     }
@@ -149,8 +154,14 @@ fn demo(root: &Path) -> anyhow::Result<()> {
     run(
         root,
         cargo()
-            .args(["run", "-q", "-p", "trustmap-e2e", "--bin", "trustmap-demo"])
-            .env("TRUSTMAP_BIN", root.join("target/debug/trustmap")),
+            .args(["run", "-q", "-p", "trustmap-e2e", "--bin"])
+            .arg(if cluster {
+                "trustmap-demo-cluster"
+            } else {
+                "trustmap-demo"
+            })
+            .env("TRUSTMAP_BIN", root.join("target/debug/trustmap"))
+            .env("TRUSTMAP_K8S_BIN_DIR", &tools.k8s_bin),
     )
 }
 

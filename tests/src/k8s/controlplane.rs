@@ -144,6 +144,34 @@ pub fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// A kubeconfig for a bearer token (a ServiceAccount's), against `server`.
+pub fn write_token_kubeconfig(path: &Path, server: &str, ca: &Path, token: &str) {
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    \
+         certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {}\ncontexts:\n- name: \
+         u@c\n  context:\n    cluster: c\n    user: u\ncurrent-context: u@c\n",
+        ca.display(),
+        token.trim()
+    );
+    fs::write(path, text).expect("kubeconfig");
+}
+
+/// CPU time (user and system) a process has used so far.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(f.iter().sum::<u64>() * 1000 / hz)
+}
+
 /// A kubeconfig for one client-certificate identity, with file references.
 pub fn write_kubeconfig(path: &Path, server: &str, ca: &Path, id: &CertFiles, user: &str) {
     let text = format!(
@@ -405,6 +433,16 @@ impl ControlPlane {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|e| e["responseStatus"]["code"].as_u64() == Some(u64::from(code)))
             .collect()
+    }
+
+    /// How many requests `user` made, from the audit log.
+    pub fn audit_requests_by(&self, user: &str) -> usize {
+        fs::read_to_string(&self.audit_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["user"]["username"] == user)
+            .count()
     }
 
     /// Compacts etcd to its current revision, so that every watch older than now gets a 410.

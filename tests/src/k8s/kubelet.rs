@@ -195,7 +195,7 @@ impl Kubelet {
         let mut node_configs = Vec::new();
         for i in 1..=nodes {
             fabric.add_node(i);
-            proxies.push(ApiProxy::start(&fabric.node_ns(i), cp.port, cp.port));
+            proxies.push(ApiProxy::start(Some(&fabric.node_ns(i)), cp.port, cp.port));
             node_configs.push(cp.kubeconfig_for(
                 &format!("node-{i}"),
                 &format!("system:node:{}", node_name(i)),

@@ -7,6 +7,7 @@ pub mod app;
 pub mod controlplane;
 pub mod kubelet;
 pub mod node;
+pub mod ops;
 pub mod pki;
 pub mod proxy;
 
