@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     match cli.command.run() {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", trustmap::cli::error_chain(&err));
             ExitCode::from(2)
         }
     }

@@ -340,3 +340,32 @@ fn check_judges_a_service_clusterip_as_its_backend_on_the_target_port() {
     );
     assert_eq!(lines[0]["dst"], "10.96.0.20");
 }
+
+#[test]
+fn an_unknown_field_is_an_error_naming_file_line_and_the_field_meant_unless_lenient() {
+    let dir = std::env::temp_dir().join(format!("trustmap-cli-strict-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("policy.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\n\
+         apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: egress-only\n  \
+         namespace: shop\nspec:\n  podSelector: {}\n  polcyTypes: [Egress]\n",
+    )
+    .unwrap();
+    let path = file.display().to_string();
+    let out = run(&["matrix", "--manifests", &path], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("{path}: document 2: NetworkPolicy egress-only"))
+            && err.contains("unknown field spec.polcyTypes (line 12, did you mean policyTypes?)")
+            && err.contains("--lenient"),
+        "{err}"
+    );
+    // Each cause once.
+    assert_eq!(err.matches("polcyTypes").count(), 1, "{err}");
+    let out = run(&["matrix", "--manifests", &path, "--lenient"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -26,6 +26,9 @@ pub enum AlertKind {
     /// One source's refused or unanswered attempts to many targets within a window
     /// ([`scan::ScanDetector`]); raised in every mode but `off`.
     Scan,
+    /// The alerts the rate limit held back since the last summary: their count and the first
+    /// examples, sent once the bucket has a token again.
+    Suppressed,
 }
 
 impl AlertKind {
@@ -34,6 +37,7 @@ impl AlertKind {
             Self::WouldDeny => "would_deny",
             Self::UnexpectedFlow => "unexpected_flow",
             Self::Scan => "scan",
+            Self::Suppressed => "suppressed",
         }
     }
 }
@@ -103,6 +107,27 @@ pub struct AlertGate {
     tokens: f64,
     last: Option<Duration>,
     suppressed: u64,
+    /// Held back since the last summary: how many, and the first [`SUMMARY_EXAMPLES`].
+    held: u64,
+    examples: Vec<(AlertKind, EdgeKey)>,
+}
+
+/// Examples a summary of held-back alerts names.
+pub const SUMMARY_EXAMPLES: usize = 10;
+
+/// What the rate limit held back since the last summary.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HeldBack {
+    pub count: u64,
+    /// The first ones, in the order they were held back.
+    pub examples: Vec<HeldExample>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HeldExample {
+    pub kind: AlertKind,
+    #[serde(flatten)]
+    pub edge: EdgeKey,
 }
 
 impl AlertGate {
@@ -113,7 +138,39 @@ impl AlertGate {
             tokens: f64::from(config.burst),
             last: None,
             suppressed: 0,
+            held: 0,
+            examples: Vec::new(),
         }
+    }
+
+    fn refill(&mut self, now: Duration) {
+        if let Some(last) = self.last {
+            let elapsed = now.saturating_sub(last).as_secs_f64();
+            self.tokens =
+                (self.tokens + elapsed * self.config.per_second).min(f64::from(self.config.burst));
+        }
+        self.last = Some(now);
+    }
+
+    /// The summary of what was held back, once a token is free again (it takes that token).
+    /// Nothing held back is ever lost: it is named here, or counted.
+    pub fn summary_due(&mut self, now: Duration) -> Option<HeldBack> {
+        if self.held == 0 {
+            return None;
+        }
+        self.refill(now);
+        if self.tokens < 1.0 {
+            return None;
+        }
+        self.tokens -= 1.0;
+        let examples = std::mem::take(&mut self.examples)
+            .into_iter()
+            .map(|(kind, edge)| HeldExample { kind, edge })
+            .collect();
+        Some(HeldBack {
+            count: std::mem::take(&mut self.held),
+            examples,
+        })
     }
 
     /// Decides whether an alert of `kind` on `edge` goes out at `now` (any monotonic clock).
@@ -123,17 +180,16 @@ impl AlertGate {
         if !self.alerted.insert((kind, edge.clone())) {
             return Decision::Duplicate;
         }
-        if let Some(last) = self.last {
-            let elapsed = now.saturating_sub(last).as_secs_f64();
-            self.tokens =
-                (self.tokens + elapsed * self.config.per_second).min(f64::from(self.config.burst));
-        }
-        self.last = Some(now);
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             Decision::Send
         } else {
             self.suppressed += 1;
+            self.held += 1;
+            if self.examples.len() < SUMMARY_EXAMPLES {
+                self.examples.push((kind, edge.clone()));
+            }
             Decision::RateLimited
         }
     }
@@ -211,6 +267,35 @@ mod tests {
         assert_eq!(offer(&mut g, 100), Decision::Send);
         assert_eq!(offer(&mut g, 100), Decision::RateLimited);
         assert_eq!(g.suppressed(), 2);
+    }
+
+    #[test]
+    fn held_back_alerts_become_one_summary_when_a_token_is_free() {
+        let mut g = AlertGate::new(GateConfig {
+            burst: 1,
+            per_second: 1.0,
+        });
+        let t0 = Duration::ZERO;
+        assert_eq!(g.offer(AlertKind::WouldDeny, &edge(1), t0), Decision::Send);
+        for n in 2..=30 {
+            assert_eq!(
+                g.offer(AlertKind::WouldDeny, &edge(n), t0),
+                Decision::RateLimited
+            );
+        }
+        // No token yet: nothing.
+        assert_eq!(g.summary_due(t0), None);
+        let s = g
+            .summary_due(Duration::from_secs(1))
+            .expect("a summary once the bucket refills");
+        assert_eq!(s.count, 29);
+        assert_eq!(
+            s.examples.iter().map(|e| e.edge.port).collect::<Vec<_>>(),
+            (2..12).map(Some).collect::<Vec<_>>()
+        );
+        // Said once.
+        assert_eq!(g.summary_due(Duration::from_secs(5)), None);
+        assert_eq!(g.suppressed(), 29);
     }
 
     #[test]

@@ -457,6 +457,7 @@ async fn agent(
                     malformed_reported = c.malformed;
                     metrics.attached_interfaces.set(capture.attached_count() as i64);
                     shared.ready.store(feed.synced(), Ordering::Relaxed);
+                    pipeline.send_summary();
                     publish_flows(&shared, &pipeline);
                     save(&mut pipeline)?;
                 }

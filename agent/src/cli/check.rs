@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::{
     flow::{Endpoint, FlowRecord},
     identity::{Identities, IdentityOptions},
-    inventory::{Loaded, load_paths},
+    inventory::{Loaded, load_paths_with},
     policy::{Evaluator, Explanation, SideExplanation},
 };
 
@@ -43,8 +43,8 @@ pub enum CheckFormat {
 }
 
 /// Loads manifests for the offline commands, printing notes on what was skipped.
-pub(super) fn load_manifests(paths: &[PathBuf]) -> anyhow::Result<Loaded> {
-    let loaded = load_paths(paths).context("reading manifests")?;
+pub(super) fn load_manifests(paths: &[PathBuf], lenient: bool) -> anyhow::Result<Loaded> {
+    let loaded = load_paths_with(paths, lenient).context("reading manifests")?;
     for note in &loaded.notes {
         tracing::info!("{note}");
     }
@@ -106,6 +106,9 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         let result = serde_json::from_str::<FlowRecord>(text)
             .map_err(|e| e.to_string())
             .and_then(|r| {
+                // A UDP flow whose reply was seen first is turned around first, so that it is
+                // judged on the server's port, never on the client's ephemeral one.
+                let r = ids.orient(&r).unwrap_or(r);
                 // To a Service ClusterIP: judged against a backend pod on its target port, as
                 // NetworkPolicy sees the connection after DNAT.
                 let judged = ids.through_service(&r);

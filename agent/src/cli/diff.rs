@@ -77,12 +77,14 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
         },
     );
     let mut extra = Vec::new();
+    let mut attempts = Vec::new();
     let reference = if args.flows.is_empty() {
         load_paths(&args.learned)
             .context("reading --learned")?
             .policies
     } else {
-        let (graph, _attempts) = build_graph(&ids, &args.flows, &[], None, false)?;
+        let (graph, failed) = build_graph(&ids, &args.flows, &[], None, false)?;
+        attempts = failed_attempts(&ids, &failed);
         for e in graph.edges() {
             for p in [e.src, e.dst] {
                 if let Peer::External(ip) | Peer::Node { ip, .. } = p {
@@ -96,7 +98,9 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
     let mut out = BufWriter::new(io::stdout().lock());
     match args.output {
         DiffFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &diff)?;
+            let mut v = serde_json::to_value(&diff)?;
+            v["attempts"] = serde_json::to_value(&attempts)?;
+            serde_json::to_writer_pretty(&mut out, &v)?;
             writeln!(out)?;
         }
         DiffFormat::Table => {
@@ -117,6 +121,19 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
             for (kind, r) in rows {
                 writeln!(out, "{kind:<6}  {:<w$}  {:<w$}  {}", r.src, r.dst, r.ports)?;
             }
+            // Attempts that were refused or never answered: not learned, shown for review.
+            for a in &attempts {
+                let port = a.port.map(|p| format!(":{p}")).unwrap_or_default();
+                writeln!(
+                    out,
+                    "{:<6}  {:<w$}  {:<w$}  {}{port} ({} attempt(s))",
+                    a.outcome.as_str().to_uppercase(),
+                    a.src,
+                    a.dst,
+                    a.protocol,
+                    a.count
+                )?;
+            }
         }
     }
     out.flush()?;
@@ -126,4 +143,57 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Failed attempts (refused, unanswered) of the flows, by their identities, counted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Attempt {
+    pub src: String,
+    pub dst: String,
+    pub protocol: crate::flow::Protocol,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub outcome: crate::flow::Outcome,
+    pub count: u64,
+}
+
+fn failed_attempts(ids: &Identities<'_>, records: &[crate::flow::FlowRecord]) -> Vec<Attempt> {
+    let mut counts: std::collections::BTreeMap<Attempt, u64> = std::collections::BTreeMap::new();
+    for r in records {
+        let Some(outcome) = r.outcome else { continue };
+        // A record the inventory cannot name keeps its addresses.
+        let named = ids.classify(r).unwrap_or_default();
+        let keys: Vec<(String, String, Option<u16>)> = if named.is_empty() {
+            vec![(r.src.to_string(), r.dst.to_string(), r.port)]
+        } else {
+            named
+                .iter()
+                .map(|o| {
+                    (
+                        crate::kube::peers::peer_to_string(&o.src),
+                        crate::kube::peers::peer_to_string(&o.dst),
+                        o.port,
+                    )
+                })
+                .collect()
+        };
+        for (src, dst, port) in keys {
+            let key = Attempt {
+                src,
+                dst,
+                protocol: r.protocol,
+                port,
+                outcome,
+                count: 0,
+            };
+            *counts.entry(key).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(mut a, n)| {
+            a.count = n;
+            a
+        })
+        .collect()
 }

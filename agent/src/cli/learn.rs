@@ -55,6 +55,9 @@ pub struct LearnArgs {
     /// learned: a scan must not write its own allow rules.
     #[arg(long)]
     pub include_unanswered: bool,
+    /// Report fields a kind does not have (typos) as warnings instead of errors.
+    #[arg(long)]
+    pub lenient: bool,
 }
 
 /// How policies are learned: shared by `learn` and `export --from-cluster --policies`.
@@ -272,10 +275,10 @@ pub fn run(args: LearnArgs) -> anyhow::Result<ExitCode> {
         bail!("nothing to learn from: give --flows, --graph or --state");
     }
     let quiet = parse_duration(&args.quiet_period)?;
-    let loaded = super::check::load_manifests(&args.manifests)?;
+    let loaded = super::check::load_manifests(&args.manifests, args.lenient)?;
     let (id_opts, synth_opts) = args.synth.options(&args.namespace)?;
     let ids = Identities::new(&loaded.inventory, id_opts);
-    let (graph, _attempts) = build_graph(
+    let (graph, attempts) = build_graph(
         &ids,
         &args.flows,
         &args.graph,
@@ -293,8 +296,24 @@ pub fn run(args: LearnArgs) -> anyhow::Result<ExitCode> {
         LearnFormat::Yaml => out.write_all(yaml_stream(&learned)?.as_bytes())?,
         LearnFormat::Graph => graph.write_json_lines(&mut out)?,
         LearnFormat::Confidence => {
+            // Failed attempts per source workload: a workload that keeps trying what it never
+            // gets is worth a look before its policy is trusted.
+            let mut failed: BTreeMap<String, u64> = BTreeMap::new();
+            for r in &attempts {
+                for o in ids.classify(r).unwrap_or_default() {
+                    if let crate::identity::Peer::Workload(w) = &o.src {
+                        *failed.entry(w.to_string()).or_default() += 1;
+                    }
+                }
+            }
             for c in graph.confidence(Utc::now(), quiet) {
-                serde_json::to_writer(&mut out, &c)?;
+                let mut v = serde_json::to_value(&c)?;
+                v["failed_attempts"] = failed
+                    .get(&c.workload.to_string())
+                    .copied()
+                    .unwrap_or(0)
+                    .into();
+                serde_json::to_writer(&mut out, &v)?;
                 out.write_all(b"\n")?;
             }
         }

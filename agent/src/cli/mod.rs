@@ -99,3 +99,49 @@ pub fn init_tracing(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
     }
 }
+
+/// An error and its causes, each said once: a cause whose text the message already holds (an
+/// error that prints its source, as many do) is not repeated.
+pub fn error_chain(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod error_chain_tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("spec.ingress[0].ports[0]: {source}")]
+    struct Outer {
+        #[source]
+        source: Inner,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("port 99999 is out of range 1-65535")]
+    struct Inner;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let err = anyhow::Error::new(Outer { source: Inner }).context("reading policies.yaml");
+        assert_eq!(
+            error_chain(&err),
+            "reading policies.yaml: spec.ingress[0].ports[0]: port 99999 is out of range 1-65535"
+        );
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let text = io.to_string();
+        let err = anyhow::Error::new(io).context(text.clone());
+        assert_eq!(error_chain(&err), text);
+    }
+}

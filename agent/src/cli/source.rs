@@ -36,6 +36,10 @@ pub struct SourceArgs {
     /// Kubeconfig context for --from-cluster; default: the current context.
     #[arg(long, requires = "from_cluster")]
     pub context: Option<String>,
+    /// Report fields a kind does not have (typos such as `polcyTypes`) as warnings instead of
+    /// errors.
+    #[arg(long)]
+    pub lenient: bool,
     /// Seconds to wait for the live cluster's first lists.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub sync_timeout: u64,
@@ -48,7 +52,7 @@ impl SourceArgs {
     /// The inventory and policies, from the manifests or the live cluster.
     pub fn load(&self) -> anyhow::Result<Loaded> {
         if !self.from_cluster {
-            return super::check::load_manifests(&self.manifests);
+            return super::check::load_manifests(&self.manifests, self.lenient);
         }
         self.block_on(async {
             let client = self.client().await?;

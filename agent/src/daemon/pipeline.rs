@@ -101,6 +101,10 @@ impl Pipeline {
             }
             // Sent to a Service ClusterIP: judged as the connection to a backend pod on its
             // target port, which is what NetworkPolicy sees after DNAT.
+            // A UDP flow whose reply was seen first (or whose entry the LRU evicted) is turned
+            // around by its ports first, as learning does: never judged on an ephemeral port.
+            let oriented = ids.orient(r).ok();
+            let r = oriented.as_ref().unwrap_or(r);
             let via_service = ids.through_service(r);
             let outcome = match flagger.process(via_service.as_ref().unwrap_or(r), now) {
                 Ok(Some(o)) => o,
@@ -124,6 +128,7 @@ impl Pipeline {
                     AlertKind::WouldDeny => self.metrics.would_deny_flows.inc(),
                     AlertKind::UnexpectedFlow => self.metrics.unexpected_flows.inc(),
                     AlertKind::Scan => self.metrics.scans.inc(),
+                    AlertKind::Suppressed => 0,
                 };
                 let stats = self.edges.get(&outcome.edge);
                 let alert = Alert {
@@ -142,6 +147,7 @@ impl Pipeline {
         for o in &batch.observations {
             self.graph.observe(o);
         }
+        self.send_summary();
         let suppressed = self.gate.suppressed();
         self.metrics
             .alerts_suppressed
@@ -180,6 +186,8 @@ impl Pipeline {
         now: chrono::DateTime<Utc>,
     ) {
         self.metrics.failed_attempts.inc();
+        let oriented = ids.orient(r).ok();
+        let r = oriented.as_ref().unwrap_or(r);
         let via_service = ids.through_service(r);
         let Ok(Some(o)) = flagger.process(via_service.as_ref().unwrap_or(r), now) else {
             return;
@@ -211,6 +219,31 @@ impl Pipeline {
             explanation: serde_json::to_value(&finding).unwrap_or_default(),
         };
         // Once per source and window already: not through the per-edge deduplication.
+        self.send(&alert);
+    }
+
+    /// Sends the summary of the alerts the rate limit held back, when one is due. Called after
+    /// each batch and on the agent's tick, so that a quiet period still brings it out.
+    pub fn send_summary(&mut self) {
+        let Some(held) = self.gate.summary_due(self.started.elapsed()) else {
+            return;
+        };
+        let alert = Alert {
+            kind: AlertKind::Suppressed,
+            edge: EdgeKey {
+                src: "*".into(),
+                dst: "*".into(),
+                protocol: held
+                    .examples
+                    .first()
+                    .map_or(crate::flow::Protocol::Tcp, |e| e.edge.protocol),
+                port: None,
+            },
+            src_pod: None,
+            first_seen: Utc::now(),
+            count: held.count,
+            explanation: serde_json::to_value(&held).unwrap_or_default(),
+        };
         self.send(&alert);
     }
 

@@ -37,6 +37,10 @@ pub struct Manifests {
     builder: InventoryBuilder,
     policies: Vec<(Location, Policy)>,
     notes: Vec<String>,
+    /// Unknown fields are notes, not errors.
+    lenient: bool,
+    /// The lines of the YAML document being read, and the file line of its first one.
+    current: Option<(usize, Vec<String>)>,
 }
 
 /// What manifests describe: the inventory and the policies, plus notes on what was skipped.
@@ -51,8 +55,17 @@ pub struct Loaded {
 }
 
 /// Reads files and directories (recursively: `.yaml`, `.yml` and `.json` files, in name order).
+/// Unknown fields are errors: see [`load_paths_with`].
 pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Loaded, InventoryError> {
-    let mut m = Manifests::default();
+    load_paths_with(paths, false)
+}
+
+/// Like [`load_paths`]; with `lenient`, fields a kind does not have are notes, not errors.
+pub fn load_paths_with<P: AsRef<Path>>(
+    paths: &[P],
+    lenient: bool,
+) -> Result<Loaded, InventoryError> {
+    let mut m = Manifests::default().lenient(lenient);
     for p in paths {
         let mut files = Vec::new();
         collect(p.as_ref(), true, &mut files)?;
@@ -97,6 +110,12 @@ impl Manifests {
         Self::default()
     }
 
+    /// Unknown fields become notes instead of errors (`--lenient`).
+    pub fn lenient(mut self, lenient: bool) -> Self {
+        self.lenient = lenient;
+        self
+    }
+
     /// Parses the text of one file (`path` only names it in errors and notes). JSON when the
     /// file name ends in `.json`, YAML otherwise.
     pub fn add_text(&mut self, path: &Path, text: &str) -> Result<(), InventoryError> {
@@ -117,13 +136,24 @@ impl Manifests {
                 .map(|(i, d)| Value::deserialize(d).map_err(|e| syntax(i + 1, e.to_string())))
                 .collect::<Result<_, _>>()?
         };
+        // Each YAML document's lines, to name the line of an unknown field; only when the
+        // split agrees with the parser's count of documents.
+        let texts = if path.extension().is_some_and(|e| e == "json") {
+            Vec::new()
+        } else {
+            yaml_documents(text)
+        };
+        let with_lines = texts.len() == docs.len();
         for (i, doc) in docs.into_iter().enumerate() {
             let loc = Location {
                 file: path.to_owned(),
                 document: i + 1,
                 item: None,
             };
-            self.add_value(doc, loc)?;
+            self.current = with_lines.then(|| texts[i].clone());
+            let r = self.add_value(doc, loc);
+            self.current = None;
+            r?;
         }
         Ok(())
     }
@@ -160,26 +190,40 @@ impl Manifests {
             return Ok(());
         }
         let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let lines: Option<Vec<&str>> = self
+            .current
+            .as_ref()
+            .map(|(_, l)| l.iter().map(String::as_str).collect());
+        let mut ctx = DecodeContext {
+            lines: lines.as_deref(),
+            first_line: self.current.as_ref().map_or(1, |(f, _)| *f),
+            lenient: self.lenient,
+            notes: &mut self.notes,
+        };
         let b = &mut self.builder;
         let r = match (api_version, kind.as_str()) {
-            ("v1", "Namespace") => decode(doc, &loc).and_then(|o| b.namespace(&o)),
-            ("v1", "Pod") => decode(doc, &loc).and_then(|o| b.pod(&o)),
-            ("v1", "Service") => decode(doc, &loc).and_then(|o| b.service(&o)),
-            ("v1", "Node") => decode(doc, &loc).and_then(|o| b.node(&o)),
+            ("v1", "Namespace") => decode(doc, &loc, &mut ctx).and_then(|o| b.namespace(&o)),
+            ("v1", "Pod") => decode(doc, &loc, &mut ctx).and_then(|o| b.pod(&o)),
+            ("v1", "Service") => decode(doc, &loc, &mut ctx).and_then(|o| b.service(&o)),
+            ("v1", "Node") => decode(doc, &loc, &mut ctx).and_then(|o| b.node(&o)),
             ("v1", "ReplicationController") => {
-                decode(doc, &loc).and_then(|o| b.replication_controller(&o))
+                decode(doc, &loc, &mut ctx).and_then(|o| b.replication_controller(&o))
             }
-            ("apps/v1", "Deployment") => decode(doc, &loc).and_then(|o| b.deployment(&o)),
-            ("apps/v1", "StatefulSet") => decode(doc, &loc).and_then(|o| b.stateful_set(&o)),
-            ("apps/v1", "DaemonSet") => decode(doc, &loc).and_then(|o| b.daemon_set(&o)),
-            ("apps/v1", "ReplicaSet") => decode(doc, &loc).and_then(|o| b.replica_set(&o)),
-            ("batch/v1", "Job") => decode(doc, &loc).and_then(|o| b.job(&o)),
-            ("batch/v1", "CronJob") => decode(doc, &loc).and_then(|o| b.cron_job(&o)),
+            ("apps/v1", "Deployment") => decode(doc, &loc, &mut ctx).and_then(|o| b.deployment(&o)),
+            ("apps/v1", "StatefulSet") => {
+                decode(doc, &loc, &mut ctx).and_then(|o| b.stateful_set(&o))
+            }
+            ("apps/v1", "DaemonSet") => decode(doc, &loc, &mut ctx).and_then(|o| b.daemon_set(&o)),
+            ("apps/v1", "ReplicaSet") => {
+                decode(doc, &loc, &mut ctx).and_then(|o| b.replica_set(&o))
+            }
+            ("batch/v1", "Job") => decode(doc, &loc, &mut ctx).and_then(|o| b.job(&o)),
+            ("batch/v1", "CronJob") => decode(doc, &loc, &mut ctx).and_then(|o| b.cron_job(&o)),
             ("discovery.k8s.io/v1", "EndpointSlice") => {
-                decode(doc, &loc).and_then(|o| b.endpoint_slice(&o))
+                decode(doc, &loc, &mut ctx).and_then(|o| b.endpoint_slice(&o))
             }
             ("networking.k8s.io/v1", "NetworkPolicy") => {
-                let np = decode(doc, &loc)?;
+                let np = decode(doc, &loc, &mut ctx)?;
                 let policy = Policy::from_k8s(&np)
                     .map_err(|e| in_document(&loc, &kind, &np.metadata.name, e.into()))?;
                 self.builder.reference_namespace(&policy.namespace);
@@ -243,7 +287,13 @@ fn in_document(
     }
 }
 
-fn decode<T: DeserializeOwned>(doc: Value, loc: &Location) -> Result<T, InventoryError> {
+/// Decodes one object. Fields its kind does not have are an error (with the line of each, when
+/// the document's text is known), or with `lenient` a note.
+fn decode<T: DeserializeOwned>(
+    doc: Value,
+    loc: &Location,
+    ctx: &mut DecodeContext<'_>,
+) -> Result<T, InventoryError> {
     let kind = doc
         .get("kind")
         .and_then(Value::as_str)
@@ -253,13 +303,84 @@ fn decode<T: DeserializeOwned>(doc: Value, loc: &Location) -> Result<T, Inventor
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    serde_path_to_error::deserialize(doc).map_err(|e| InventoryError::Decode {
+    let object = match name {
+        Some(n) => format!("{kind} {n}"),
+        None => kind,
+    };
+    let (t, unknown) =
+        super::strict::deserialize_strict(doc).map_err(|e| InventoryError::Decode {
+            location: loc.to_string(),
+            object: object.clone(),
+            field: e.path().to_string(),
+            message: e.inner().to_string(),
+        })?;
+    if unknown.is_empty() {
+        return Ok(t);
+    }
+    let fields: Vec<String> = unknown
+        .iter()
+        .map(|u| {
+            let line = ctx.lines.map(|lines| {
+                let path = crate::lint::locate::parse_path(&u.path);
+                ctx.first_line + crate::lint::locate::locate(lines, &path)
+            });
+            let mut s = format!("unknown field {}", u.path);
+            match (line, u.closest) {
+                (Some(l), Some(c)) => s.push_str(&format!(" (line {l}, did you mean {c}?)")),
+                (Some(l), None) => s.push_str(&format!(" (line {l})")),
+                (None, Some(c)) => s.push_str(&format!(" (did you mean {c}?)")),
+                (None, None) => {}
+            }
+            s
+        })
+        .collect();
+    if ctx.lenient {
+        for f in fields {
+            ctx.notes
+                .push(format!("{loc}: {object}: {f}: ignored (--lenient)"));
+        }
+        return Ok(t);
+    }
+    Err(InventoryError::UnknownFields {
         location: loc.to_string(),
-        object: match name {
-            Some(n) => format!("{kind} {n}"),
-            None => kind,
-        },
-        field: e.path().to_string(),
-        message: e.inner().to_string(),
+        object,
+        fields,
     })
+}
+
+/// The documents of a YAML text, split at `---` lines: each with the file line of its first line
+/// and its lines. Empty documents (comments only) are dropped, as the parser drops them.
+fn yaml_documents(text: &str) -> Vec<(usize, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut cur: Option<(usize, Vec<String>)> = None;
+    for (i, line) in text.lines().enumerate() {
+        let is_sep = line == "---" || line.starts_with("--- ");
+        if is_sep {
+            if let Some(d) = cur.take() {
+                out.push(d);
+            }
+            cur = Some((i + 2, Vec::new()));
+            continue;
+        }
+        cur.get_or_insert_with(|| (i + 1, Vec::new()))
+            .1
+            .push(line.to_owned());
+    }
+    out.extend(cur);
+    out.retain(|(_, lines)| {
+        lines.iter().any(|l| {
+            let t = l.trim();
+            !t.is_empty() && !t.starts_with('#')
+        })
+    });
+    out
+}
+
+/// What [`decode`] needs beyond the document: its text, if known, and the loader's mode.
+struct DecodeContext<'a> {
+    /// The document's lines and the file line of its first one.
+    lines: Option<&'a [&'a str]>,
+    first_line: usize,
+    lenient: bool,
+    notes: &'a mut Vec<String>,
 }

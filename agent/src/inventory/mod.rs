@@ -16,6 +16,7 @@ mod build;
 mod link;
 mod load;
 mod model;
+pub mod strict;
 
 #[cfg(test)]
 mod tests;
@@ -23,7 +24,7 @@ mod tests;
 use std::path::PathBuf;
 
 pub use build::{InventoryBuilder, NAMESPACE_NAME_LABEL};
-pub use load::{Loaded, Location, Manifests, load_paths};
+pub use load::{Loaded, Location, Manifests, load_paths, load_paths_with};
 pub use model::{
     ContainerPort, EndpointPort, EndpointSlice, Inventory, Namespace, NamespaceId, Node, NodeId,
     Pod, PodId, Resolved, Service, ServicePort, TargetPort, Workload, WorkloadId,
@@ -54,6 +55,15 @@ pub enum InventoryError {
         object: String,
         field: String,
         message: String,
+    },
+    /// Fields the object's kind does not have: a typo, which the API server would refuse
+    /// (kubectl validates strictly) and which would otherwise change the object's meaning.
+    #[error("{location}: {object}: {}; fix the manifest, or pass --lenient to read it anyway", fields.join("; "))]
+    UnknownFields {
+        location: String,
+        object: String,
+        /// Each as `unknown field PATH (line N, did you mean FIELD?)`.
+        fields: Vec<String>,
     },
     /// A field has a value Kubernetes would reject.
     #[error("{field}: {message}")]

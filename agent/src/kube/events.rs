@@ -54,12 +54,13 @@ pub fn event_for(
         AlertKind::WouldDeny => "WouldDeny",
         AlertKind::UnexpectedFlow => "UnexpectedFlow",
         AlertKind::Scan => "Scan",
+        AlertKind::Suppressed => "AlertsSuppressed",
     };
     let port = alert.edge.port.map(|p| format!(":{p}")).unwrap_or_default();
     let what = match alert.kind {
         AlertKind::WouldDeny => "the current NetworkPolicies would deny",
         AlertKind::UnexpectedFlow => "outside the baseline",
-        AlertKind::Scan => "",
+        AlertKind::Scan | AlertKind::Suppressed => "",
     };
     let decided = deciding_policy(&alert.explanation)
         .map(|p| format!(" ({p})"))

@@ -16,6 +16,23 @@ impl Seg {
     }
 }
 
+/// `spec.ingress[0].ports` as segments.
+pub fn parse_path(path: &str) -> Vec<Seg> {
+    let mut out = Vec::new();
+    for part in path.split('.') {
+        let (key, rest) = part.split_once('[').map_or((part, ""), |(k, r)| (k, r));
+        if !key.is_empty() {
+            out.push(Seg::key(key));
+        }
+        for idx in rest.split('[') {
+            if let Ok(i) = idx.trim_end_matches(']').parse() {
+                out.push(Seg::Index(i));
+            }
+        }
+    }
+    out
+}
+
 /// A line of the document: its indentation, and its content with list markers counted as
 /// indentation (`- a: 1` has its key at the column after `- `).
 #[derive(Debug)]

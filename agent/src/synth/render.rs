@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// Annotation keys and the label learned policies carry.
-pub const ANNOTATION_PREFIX: &str = "trustmap.io/";
+pub const ANNOTATION_PREFIX: &str = "trustmap.dev/";
 /// Edges listed in the evidence annotation; the rest are counted.
 pub const EVIDENCE_LINES: usize = 50;
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "trustmap");

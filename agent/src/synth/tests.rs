@@ -219,9 +219,9 @@ fn evidence_annotations_name_rule_peer_port_and_count() {
         &SynthOptions::default(),
     );
     let a = web(&l).object.metadata.annotations.clone().unwrap();
-    assert_eq!(a["trustmap.io/connections"], "2");
+    assert_eq!(a["trustmap.dev/connections"], "2");
     assert!(
-        a["trustmap.io/evidence"].starts_with("egress[0] shop/Pod/api 8080/TCP: 2 connection(s)"),
+        a["trustmap.dev/evidence"].starts_with("egress[0] shop/Pod/api 8080/TCP: 2 connection(s)"),
         "{a:?}"
     );
 }

@@ -154,6 +154,9 @@ pub struct Kubelet {
     thread: Option<JoinHandle<()>>,
     _proxies: Vec<ApiProxy>,
     pub root: PathBuf,
+    /// The agent's "image": its binary, outside every path a pod volume may hide (the
+    /// DaemonSet mounts an emptyDir on /tmp, where a test build may live).
+    image: PathBuf,
 }
 
 struct Ctx {
@@ -191,6 +194,11 @@ impl Kubelet {
         let fabric = Arc::new(Fabric::new(externals));
         let root = cp.dir.join("kubelet");
         fs::create_dir_all(&root).expect("kubelet dir");
+        let image = PathBuf::from(format!("/var/tmp/trustmap-test-image-{}", fabric.prefix));
+        fs::create_dir_all(&image).expect("image dir");
+        let image_bin = image.join("trustmap");
+        fs::copy(agent_bin, &image_bin)
+            .unwrap_or_else(|e| panic!("copying {} into the image: {e}", agent_bin.display()));
         let mut proxies = Vec::new();
         let mut node_configs = Vec::new();
         for i in 1..=nodes {
@@ -222,7 +230,7 @@ impl Kubelet {
                 node_clients,
                 scheduler: client(&scheduler_config).await,
                 proxy: client(&proxy_config).await,
-                agent_bin: agent_bin.to_path_buf(),
+                agent_bin: image_bin,
                 root: root.clone(),
                 api_port: cp.port,
                 stop: stop.clone(),
@@ -238,6 +246,7 @@ impl Kubelet {
             thread: Some(thread),
             _proxies: proxies,
             root,
+            image,
         }
     }
 
@@ -362,6 +371,7 @@ impl Drop for Kubelet {
         for p in points {
             let _ = fs::remove_dir(&p);
         }
+        let _ = fs::remove_dir_all(&self.image);
     }
 }
 
