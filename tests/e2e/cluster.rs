@@ -665,22 +665,38 @@ fn cluster_survives_an_api_server_outage_a_compaction_and_a_killed_agent() {
     drop(side);
 
     // SIGKILL: the kubelet restarts the agent, which republishes the same objects.
-    let objects = flowedges_objects(&cp);
-    let edges = flowedges(&cp);
+    // Let every node publish what it saw (the interval is 3 s), then look at node-2's share.
+    std::thread::sleep(Duration::from_secs(5));
+    let node2 = |cp: &ControlPlane| {
+        let objects: Vec<String> = flowedges_objects(cp)
+            .into_iter()
+            .filter(|(_, (node, _))| node == "node-2")
+            .map(|(name, _)| name)
+            .collect();
+        (objects, flowedges(cp).remove("node-2").unwrap_or_default())
+    };
+    let before_kill = node2(&cp);
+    assert!(!before_kill.1.is_empty());
     kubelet.kill_agent(2);
     wait(
         "the agent on node-2 restarted",
         Duration::from_secs(60),
         || (kubelet.agent_pod(2).is_some_and(|p| p.restarts == 1)).then_some(()),
     );
-    wait_agents_ready(&cp, &kubelet);
+    // Ready by its own /readyz. (Not by the DaemonSet's status: after the outage and the
+    // compaction, kube-controller-manager's DaemonSet controller may wait a long time for its
+    // informer to catch up with its own last write, "read version ... is not as new as written
+    // version", which is upstream's business, not the agent's.)
+    wait("the restarted agent ready", Duration::from_secs(60), || {
+        trustmap_e2e::k8s::kubelet::http_ok(&kubelet.node_ns(2), node_ipv4(2), 9090, "/readyz")
+            .then_some(())
+    });
     std::thread::sleep(Duration::from_secs(8));
     assert_eq!(
-        flowedges_objects(&cp).keys().collect::<Vec<_>>(),
-        objects.keys().collect::<Vec<_>>(),
-        "no FlowEdges object duplicated or lost"
+        node2(&cp),
+        before_kill,
+        "node-2's FlowEdges objects and edges: none duplicated or lost"
     );
-    assert_eq!(flowedges(&cp), edges, "no edge duplicated or lost");
     eprintln!(
         "figures: API server down {:?}, recovery (API server ready to the outage's edge \
          published) {recovery:?}, to a policy created after the outage in force \

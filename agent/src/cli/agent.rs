@@ -197,8 +197,7 @@ impl AgentArgs {
     }
 }
 
-pub fn run(mut args: AgentArgs) -> anyhow::Result<ExitCode> {
-    args.inventory = Some(args.inventory_source());
+pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let config: AgentConfig = match &args.config {
         Some(p) => {
             let text =
