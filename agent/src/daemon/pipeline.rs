@@ -48,8 +48,7 @@ pub struct Pipeline {
     pub scans: ScanDetector,
     /// Records the snapshot could not resolve yet (a pod that talks before the agent's
     /// inventory has it, a Service whose endpoints are not known yet): retried with the next
-    /// snapshot, at most [`PARK_LIMIT`] and
-    /// for [`PARK_FOR`], then judged as they are.
+    /// snapshot, at most [`PARK_LIMIT`] and for [`PARK_FOR`], then judged as they are.
     parked: Vec<FlowRecord>,
     /// Edges or graph changed since the last save.
     pub dirty: bool,
@@ -99,12 +98,12 @@ impl Pipeline {
                 self.attempt(flagger, ids, r, now);
                 continue;
             }
-            // Sent to a Service ClusterIP: judged as the connection to a backend pod on its
-            // target port, which is what NetworkPolicy sees after DNAT.
             // A UDP flow whose reply was seen first (or whose entry the LRU evicted) is turned
             // around by its ports first, as learning does: never judged on an ephemeral port.
             let oriented = ids.orient(r).ok();
             let r = oriented.as_ref().unwrap_or(r);
+            // Sent to a Service ClusterIP: judged as the connection to a backend pod on its
+            // target port, which is what NetworkPolicy sees after DNAT.
             let via_service = ids.through_service(r);
             let outcome = match flagger.process(via_service.as_ref().unwrap_or(r), now) {
                 Ok(Some(o)) => o,
@@ -159,7 +158,9 @@ impl Pipeline {
     /// that no pod, node or Service has, or a Service without known backends. True when parked.
     fn park(&mut self, ids: &Identities<'_>, r: &FlowRecord, now: chrono::DateTime<Utc>) -> bool {
         let young = r.first_seen.is_none_or(|t| now - t < PARK_FOR);
-        if young
+        // A failed attempt is never learned, and a scan of unused addresses must alert now.
+        if !r.is_attempt()
+            && young
             && self.parked.len() < PARK_LIMIT
             && matches!(
                 ids.classify(r),
