@@ -158,9 +158,13 @@ pub struct FlowEvent {
 pub mod names {
     pub const PROG_INGRESS: &str = "trustmap_ing";
     pub const PROG_EGRESS: &str = "trustmap_egr";
+    /// The same programs for devices without a link-layer header (netkit in L3 mode).
+    pub const PROG_INGRESS_L3: &str = "trustmap_ing_l3";
+    pub const PROG_EGRESS_L3: &str = "trustmap_egr_l3";
     pub const MAP_FLOWS: &str = "FLOWS";
     pub const MAP_EVENTS: &str = "EVENTS";
     pub const MAP_COUNTERS: &str = "COUNTERS";
+    pub const MAP_SYN_SEEN: &str = "SYN_SEEN";
     pub const GLOBAL_IDLE_TIMEOUT_NS: &str = "IDLE_TIMEOUT_NS";
 }
 

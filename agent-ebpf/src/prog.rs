@@ -5,7 +5,7 @@ use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
     helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::{classifier, map},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::TcContext,
 };
 
@@ -23,6 +23,12 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
+/// Per interface, TCP packets with SYN set (SYN and SYN-ACK) by direction: `[from the pod, to
+/// the pod]`. Userspace warns about an interface that only ever sees one of the two. Written
+/// on SYN packets only, never on the common packet.
+#[map]
+static SYN_SEEN: HashMap<u32, [u64; 2]> = HashMap::with_max_entries(16_384, 0);
+
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
@@ -36,13 +42,27 @@ const MAX_IPV6_EXT_HEADERS: usize = 6;
 
 #[classifier]
 pub fn trustmap_ing(ctx: TcContext) -> i32 {
-    observe(&ctx, direction::FROM_POD);
+    observe::<ETH_HLEN>(&ctx, direction::FROM_POD);
     TC_ACT_UNSPEC
 }
 
 #[classifier]
 pub fn trustmap_egr(ctx: TcContext) -> i32 {
-    observe(&ctx, direction::TO_POD);
+    observe::<ETH_HLEN>(&ctx, direction::TO_POD);
+    TC_ACT_UNSPEC
+}
+
+/// For devices without a link-layer header (netkit in L3 mode): the packet starts with its IP
+/// header.
+#[classifier]
+pub fn trustmap_ing_l3(ctx: TcContext) -> i32 {
+    observe::<0>(&ctx, direction::FROM_POD);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn trustmap_egr_l3(ctx: TcContext) -> i32 {
+    observe::<0>(&ctx, direction::TO_POD);
     TC_ACT_UNSPEC
 }
 
@@ -69,9 +89,9 @@ struct Packet {
 }
 
 #[inline(always)]
-fn observe(ctx: &TcContext, dir: u8) {
+fn observe<const L2: usize>(ctx: &TcContext, dir: u8) {
     bump(counter::PACKETS);
-    match parse(ctx) {
+    match parse::<L2>(ctx) {
         Ok(pkt) => track(ctx, &pkt, dir),
         Err(c) => bump(c),
     }
@@ -100,7 +120,7 @@ fn read<T: Copy>(ctx: &TcContext, off: usize) -> Result<T, Skip> {
 }
 
 #[inline(always)]
-fn parse(ctx: &TcContext) -> Result<Packet, Skip> {
+fn parse<const L2: usize>(ctx: &TcContext) -> Result<Packet, Skip> {
     // SAFETY: the context's skb pointer is valid for the whole program run.
     let eth_proto = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
     let mut pkt = Packet {
@@ -117,8 +137,8 @@ fn parse(ctx: &TcContext) -> Result<Packet, Skip> {
         refuses: false,
     };
     let l4 = match eth_proto {
-        ETH_P_IP => parse_ipv4(ctx, &mut pkt)?,
-        ETH_P_IPV6 => parse_ipv6(ctx, &mut pkt)?,
+        ETH_P_IP => parse_ipv4::<L2>(ctx, &mut pkt)?,
+        ETH_P_IPV6 => parse_ipv6::<L2>(ctx, &mut pkt)?,
         _ => return Err(counter::NON_IP),
     };
     parse_l4(ctx, l4, &mut pkt)?;
@@ -141,8 +161,8 @@ struct Ipv4Hdr {
 }
 
 #[inline(always)]
-fn parse_ipv4(ctx: &TcContext, pkt: &mut Packet) -> Result<usize, Skip> {
-    let ip: Ipv4Hdr = read(ctx, ETH_HLEN)?;
+fn parse_ipv4<const L2: usize>(ctx: &TcContext, pkt: &mut Packet) -> Result<usize, Skip> {
+    let ip: Ipv4Hdr = read(ctx, L2)?;
     let ihl = ((ip.ver_ihl & 0x0f) as usize) * 4;
     if ip.ver_ihl >> 4 != 4 || ihl < 20 || (u16::from_be(ip.tot_len) as usize) < ihl {
         return Err(counter::MALFORMED);
@@ -155,7 +175,7 @@ fn parse_ipv4(ctx: &TcContext, pkt: &mut Packet) -> Result<usize, Skip> {
     pkt.proto = ip.proto;
     pkt.src[0] = ip.src;
     pkt.dst[0] = ip.dst;
-    Ok(ETH_HLEN + ihl)
+    Ok(L2 + ihl)
 }
 
 #[repr(C)]
@@ -179,8 +199,8 @@ struct Ipv6ExtHdr {
 }
 
 #[inline(always)]
-fn parse_ipv6(ctx: &TcContext, pkt: &mut Packet) -> Result<usize, Skip> {
-    let ip: Ipv6Hdr = read(ctx, ETH_HLEN)?;
+fn parse_ipv6<const L2: usize>(ctx: &TcContext, pkt: &mut Packet) -> Result<usize, Skip> {
+    let ip: Ipv6Hdr = read(ctx, L2)?;
     if u32::from_be(ip.ver_tc_flow) >> 28 != 6 {
         return Err(counter::MALFORMED);
     }
@@ -188,7 +208,7 @@ fn parse_ipv6(ctx: &TcContext, pkt: &mut Packet) -> Result<usize, Skip> {
     pkt.src = ip.src;
     pkt.dst = ip.dst;
     let mut next = ip.next_hdr;
-    let mut off = ETH_HLEN + 40;
+    let mut off = L2 + 40;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         match next {
             // Hop-by-hop, routing, destination options: length in 8-octet units, not counting
@@ -392,8 +412,27 @@ fn responder_outcome(pkt: &Packet) -> u8 {
     }
 }
 
+/// Counts a SYN-flagged packet for its interface and direction (approximate: not atomic).
+#[inline(always)]
+fn count_syn(ctx: &TcContext, dir: u8) {
+    // SAFETY: the context's skb pointer is valid for the whole program run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let d = (dir & 1) as usize;
+    if let Some(seen) = SYN_SEEN.get_ptr_mut(&ifindex) {
+        // SAFETY: the pointer came from the map and stays valid during this run.
+        unsafe { (*seen)[d] += 1 };
+    } else {
+        let mut seen = [0u64; 2];
+        seen[d] = 1;
+        let _ = SYN_SEEN.insert(&ifindex, &seen, BPF_NOEXIST);
+    }
+}
+
 #[inline(always)]
 fn track(ctx: &TcContext, pkt: &Packet, dir: u8) {
+    if pkt.proto == proto::TCP && pkt.tcp_flags & TCP_SYN != 0 {
+        count_syn(ctx, dir);
+    }
     let a_is_src = endpoint_le(&pkt.src, pkt.src_port, &pkt.dst, pkt.dst_port);
     let key = if a_is_src {
         FlowKey {
@@ -456,13 +495,23 @@ fn track(ctx: &TcContext, pkt: &Packet, dir: u8) {
             if pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
                 stats.closing = 1;
             }
-            if stats.unreported != 0
-                && report(ctx, &key, stats, dir, event_kind::START, outcome::PENDING)
-            {
-                stats.unreported = 0;
-            }
-            if stats.outcome == outcome::PENDING && (stats.initiator_is_a != 0) != a_is_src {
+            let from_initiator = (stats.initiator_is_a != 0) == a_is_src;
+            if stats.outcome == outcome::PENDING && !from_initiator {
                 settle(ctx, &key, stats, dir, responder_outcome(pkt));
+            } else if stats.unreported != 0 {
+                // The start was lost to a full ring buffer: this packet reports it, with the
+                // outcome known so far, in the initiator's direction.
+                let start_dir = if from_initiator { dir } else { dir ^ 1 };
+                if report(
+                    ctx,
+                    &key,
+                    stats,
+                    start_dir,
+                    event_kind::START,
+                    stats.outcome,
+                ) {
+                    stats.unreported = 0;
+                }
             }
             return;
         }
@@ -499,11 +548,18 @@ fn track(ctx: &TcContext, pkt: &Packet, dir: u8) {
     }
 }
 
-/// Records and reports the outcome of a pending connection. If the report cannot be written,
-/// the entry stays pending, so that the responder's next packet tries again.
+/// Records and reports the outcome of a pending connection, from a packet of the responder
+/// (direction `dir`). If the report cannot be written, the entry stays pending, so that the
+/// responder's next packet tries again. A start that was never reported goes out now, carrying
+/// its outcome; if that fails too, the outcome is kept and a later packet reports both.
 #[inline(always)]
 fn settle(ctx: &TcContext, key: &FlowKey, stats: &mut FlowStats, dir: u8, how: u8) {
-    if report(ctx, key, stats, dir, event_kind::OUTCOME, how) {
+    if stats.unreported != 0 {
+        stats.outcome = how;
+        if report(ctx, key, stats, dir ^ 1, event_kind::START, how) {
+            stats.unreported = 0;
+        }
+    } else if report(ctx, key, stats, dir, event_kind::OUTCOME, how) {
         stats.outcome = how;
     }
 }

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub publish_failures: Counter,
     pub inventory_refreshes: Counter,
     pub attached_interfaces: Gauge,
+    pub one_direction_interfaces: Gauge,
     pub edges: Gauge,
 }
 
@@ -95,6 +96,11 @@ impl Metrics {
             self.attached_interfaces.clone(),
         );
         r.register(
+            "trustmap_one_direction_interfaces",
+            "Attached interfaces where capture sees packets in one direction only (see the log)",
+            self.one_direction_interfaces.clone(),
+        );
+        r.register(
             "trustmap_edges",
             "Edges in the node's flow graph",
             self.edges.clone(),
@@ -128,6 +134,7 @@ mod tests {
             "trustmap_would_deny_flows_total 0",
             "trustmap_events_dropped_total 0",
             "trustmap_attached_interfaces 0",
+            "trustmap_one_direction_interfaces 0",
             "trustmap_edges 2",
         ] {
             assert!(

@@ -16,7 +16,11 @@ use trustmap_e2e::{
     require_root, run_trustmap, tcp_connect, udp_request,
 };
 
-fn verdicts(manifests: &Path, policies: &Path, flows: &Path) -> Vec<(String, serde_json::Value)> {
+pub(crate) fn verdicts(
+    manifests: &Path,
+    policies: &Path,
+    flows: &Path,
+) -> Vec<(String, serde_json::Value)> {
     let (ok, stdout, stderr) = run_trustmap(&[
         "check",
         "--manifests",

@@ -49,11 +49,7 @@ fn assert_nothing_of_ours(cluster: &Cluster) {
 }
 
 fn two_pods() -> Cluster {
-    Cluster::start(
-        &ClusterSpec::new(1)
-            .pod(1, "client", &[("app", "client")])
-            .pod(1, "server", &[("app", "server")]),
-    )
+    Cluster::start(&ClusterSpec::client_and_server())
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! without root they fail loudly rather than skip.
 
 mod agent;
+mod capture;
 mod cluster;
 mod integrity;
 mod learn;

@@ -13,7 +13,7 @@ use trustmap_e2e::{
 };
 
 /// The fields a test can predict: protocol, src, src_port, dst, port, interface, initiator.
-type Key = (
+pub(crate) type Key = (
     String,
     String,
     Option<u64>,
@@ -23,7 +23,7 @@ type Key = (
     String,
 );
 
-fn key(r: &serde_json::Value) -> Key {
+pub(crate) fn key(r: &serde_json::Value) -> Key {
     let s = |f: &str| r[f].as_str().unwrap_or("").to_owned();
     (
         s("protocol"),
@@ -36,7 +36,7 @@ fn key(r: &serde_json::Value) -> Key {
     )
 }
 
-fn expect(
+pub(crate) fn expect(
     protocol: &str,
     src: IpAddr,
     src_port: Option<u16>,
@@ -65,7 +65,7 @@ fn tally(records: &[serde_json::Value]) -> BTreeMap<Key, usize> {
     m
 }
 
-fn assert_exact(records: &[serde_json::Value], expected: Vec<Key>) {
+pub(crate) fn assert_exact(records: &[serde_json::Value], expected: Vec<Key>) {
     let mut want = BTreeMap::new();
     for k in expected {
         *want.entry(k).or_insert(0) += 1;
@@ -309,11 +309,7 @@ fn observe_attaches_to_a_pod_created_while_running_and_detaches_when_it_goes() {
 #[test]
 fn observe_reports_connections_established_before_it_started_once() {
     require_root();
-    let cluster = Cluster::start(
-        &ClusterSpec::new(1)
-            .pod(1, "client", &[("app", "client")])
-            .pod(1, "server", &[("app", "server")]),
-    );
+    let cluster = Cluster::start(&ClusterSpec::client_and_server());
     let (client, server) = (cluster.pod("client"), cluster.pod("server"));
     let addr = SocketAddr::new(IpAddr::V4(server.ipv4), 7443);
     // A connection that lives across the agent's start: listener, client and accepted socket

@@ -48,6 +48,13 @@ impl ClusterSpec {
         self.externals.push(name.into());
         self
     }
+
+    /// One node with two pods, `client` and `server`, labelled `app: <name>`.
+    pub fn client_and_server() -> Self {
+        Self::new(1)
+            .pod(1, "client", &[("app", "client")])
+            .pod(1, "server", &[("app", "server")])
+    }
 }
 
 /// A pod that exists.

@@ -48,8 +48,19 @@ pub struct CniStandin {
 }
 
 impl CniStandin {
-    /// Attaches after whatever is there: TCX last, or a clsact filter of priority 10.
+    /// Attaches to the ingress hook after whatever is there: TCX last, or a clsact filter of
+    /// priority 10.
     pub fn attach(interface: &str, clsact: bool) -> Self {
+        Self::attach_with(interface, clsact, TcAttachType::Ingress, LinkOrder::last())
+    }
+
+    /// Attaches by TCX to `hook` in front of every program there (trustmap's included), as a
+    /// CNI that takes its packets past the programs behind it.
+    pub fn attach_first(interface: &str, hook: TcAttachType) -> Self {
+        Self::attach_with(interface, false, hook, LinkOrder::first())
+    }
+
+    fn attach_with(interface: &str, clsact: bool, hook: TcAttachType, order: LinkOrder) -> Self {
         let mut ebpf = Ebpf::load(trustmap::datapath::BENCH_OBJECT).expect("loading test programs");
         let prog: &mut SchedClassifier = ebpf
             .program_mut("cni_standin")
@@ -64,10 +75,10 @@ impl CniStandin {
                 ..NlOptions::default()
             })
         } else {
-            TcAttachOptions::TcxOrder(LinkOrder::last())
+            TcAttachOptions::TcxOrder(order)
         };
         let id = prog
-            .attach_with_options(interface, TcAttachType::Ingress, options)
+            .attach_with_options(interface, hook, options)
             .expect("attach cni_standin");
         let link = prog.take_link(id).expect("take link");
         Self {

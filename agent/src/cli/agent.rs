@@ -455,6 +455,9 @@ async fn agent(
                     metrics.malformed_packets.inc_by(c.malformed.saturating_sub(malformed_reported));
                     malformed_reported = c.malformed;
                     metrics.attached_interfaces.set(capture.attached_count() as i64);
+                    metrics
+                        .one_direction_interfaces
+                        .set(capture.one_direction_interfaces().len() as i64);
                     shared.ready.store(feed.synced(), Ordering::Relaxed);
                     pipeline.send_summary();
                     publish_flows(&shared, &pipeline);

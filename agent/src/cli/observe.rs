@@ -62,6 +62,11 @@ pub struct CaptureArgs {
     /// starts are reported as soon as the answer is seen.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub answer_timeout: f64,
+    /// Size of the ring buffer that carries events to userspace, in KiB: a power of two, at
+    /// least one page. When it is full, a connection is reported by its next packet and the
+    /// loss is counted (`events_dropped`).
+    #[arg(long, value_name = "KIB", default_value_t = 4096)]
+    pub ring_buffer_kib: u32,
 }
 
 impl CaptureArgs {
@@ -69,7 +74,15 @@ impl CaptureArgs {
     pub async fn start(&self) -> anyhow::Result<(Capture, Vec<FlowRecord>)> {
         crate::preexisting::set_proc_root(self.proc_root.clone());
         let filter = InterfaceFilter::new(&self.interfaces)?;
+        // SAFETY: sysconf has no preconditions.
+        let page_kib = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) / 1024) as u32;
+        anyhow::ensure!(
+            self.ring_buffer_kib.is_power_of_two() && self.ring_buffer_kib >= page_kib,
+            "--ring-buffer-kib must be a power of two of at least {page_kib} (one page), not {}",
+            self.ring_buffer_kib
+        );
         let config = Config {
+            ring_bytes: self.ring_buffer_kib.saturating_mul(1024),
             idle_timeout_ns: self.idle_timeout.saturating_mul(1_000_000_000),
             max_flows: self.max_flows,
             attach_mode: self.attach_mode,
@@ -144,6 +157,7 @@ async fn observe(
         }
     }
     // Detach first, so that nothing new arrives, then flush what the kernel already wrote.
+    let one_direction = capture.one_direction_interfaces().len();
     let last = capture.stop();
     written += write(&mut out, &last)?;
     let c = capture.counters();
@@ -155,12 +169,14 @@ async fn observe(
         malformed = c.malformed,
         fragments = c.fragments,
         tcp_midstream = c.tcp_midstream,
+        one_direction,
         "stopped"
     );
     if c.events_dropped > 0 {
         warn!(
             events_dropped = c.events_dropped,
-            "the ring buffer was full: some connection starts were counted but not reported"
+            "the ring buffer was full: each connection whose event was lost is reported by its \
+             next packet; one that sent none since is missing"
         );
     }
     Ok(())

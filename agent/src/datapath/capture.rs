@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use super::{ClockOffset, Config, Counters, Datapath, Report, drain, event_to_report};
 use crate::{
     flow::{Endpoint, FlowRecord, Outcome, Protocol},
-    netif::{InterfaceFilter, LinkChange, LinkWatcher},
+    netif::{InterfaceFilter, Link, LinkChange, LinkWatcher},
     preexisting,
 };
 
@@ -29,6 +29,8 @@ pub struct Capture {
     /// Connection starts waiting for their outcome, and since when.
     pending: HashMap<FlowId, (FlowRecord, Instant)>,
     answer_timeout: Duration,
+    /// Interfaces already warned about as seen one way.
+    one_way_warned: HashSet<u32>,
 }
 
 /// A connection, oriented from its initiator: protocol, source, destination.
@@ -90,19 +92,24 @@ impl Capture {
             clock,
             pending: HashMap::new(),
             answer_timeout: config.answer_timeout,
+            one_way_warned: HashSet::new(),
         };
         for link in links {
             if capture.filter.matches(&link) {
-                capture.attach(link.index, &link.name, true);
+                capture.attach(&link, true);
             }
         }
         Ok(capture)
     }
 
-    fn attach(&mut self, index: u32, name: &str, existed_before_start: bool) {
-        match self.dp.attach(index, name, existed_before_start) {
+    fn attach(&mut self, link: &Link, existed_before_start: bool) {
+        let name = link.name.as_str();
+        match self
+            .dp
+            .attach(link.index, name, existed_before_start, link.l3)
+        {
             Ok(()) => {
-                self.names.insert(index, name.to_owned());
+                self.names.insert(link.index, name.to_owned());
             }
             Err(err) => warn!(interface = name, error = %anyhow::Error::from(err), "not attached"),
         }
@@ -245,7 +252,7 @@ impl Capture {
                         }
                     }
                     Some(LinkChange::Present(link)) if self.filter.matches(&link) => {
-                        self.attach(link.index, &link.name, false);
+                        self.attach(&link, false);
                     }
                     Some(LinkChange::Present(_)) => {}
                     Some(LinkChange::Gone { index }) => self.dp.detach(index),
@@ -253,6 +260,37 @@ impl Capture {
                 },
             }
         }
+    }
+
+    /// Attached interfaces where capture sees packets in one direction only, by their TCP
+    /// SYN and SYN-ACK packets: many one way and none the other. Healthy capture sees both on
+    /// the pod's veth (the SYN out, the SYN-ACK back, or the reverse for inbound connections);
+    /// only a pod all of whose connections go unanswered looks the same. Warns once per
+    /// interface when it turns one-way.
+    pub fn one_direction_interfaces(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (ifindex, name) in self.dp.attached_interfaces() {
+            let one_way = self.dp.syn_directions(ifindex).is_some_and(one_way);
+            if !one_way {
+                self.one_way_warned.remove(&ifindex);
+                continue;
+            }
+            if self.one_way_warned.insert(ifindex) {
+                let [from_pod, to_pod] = self.dp.syn_directions(ifindex).unwrap_or_default();
+                warn!(
+                    interface = name,
+                    from_pod,
+                    to_pod,
+                    "capture sees TCP handshakes in one direction only: the CNI probably moves \
+                     the other direction past this device's hook (Cilium with BPF host routing, \
+                     netkit with BPF redirects), so answers and inbound connections here go \
+                     unseen (docs/capture.md)"
+                );
+            }
+            out.push(name);
+        }
+        out.sort();
+        out
     }
 
     pub fn attached_count(&self) -> usize {
@@ -271,5 +309,28 @@ impl Capture {
         let mut out = self.drain();
         out.extend(self.expire(Instant::now(), true));
         out
+    }
+}
+
+/// SYN-flagged packets seen one way, none the other, after which capture of an interface is
+/// reported as one-way.
+const ONE_DIRECTION_AFTER: u64 = 16;
+
+/// Whether SYN-flagged packet counts `[from the pod, to the pod]` look one-way.
+fn one_way([from_pod, to_pod]: [u64; 2]) -> bool {
+    from_pod.max(to_pod) >= ONE_DIRECTION_AFTER && from_pod.min(to_pod) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_is_one_way_after_many_handshakes_with_nothing_back() {
+        assert!(!one_way([ONE_DIRECTION_AFTER - 1, 0]));
+        assert!(one_way([ONE_DIRECTION_AFTER, 0]));
+        assert!(one_way([0, ONE_DIRECTION_AFTER]));
+        assert!(!one_way([ONE_DIRECTION_AFTER * 10, 1]));
+        assert!(!one_way([0, 0]));
     }
 }

@@ -15,7 +15,7 @@ use std::{collections::BTreeMap, io};
 use agent_ebpf::{FlowEvent, counter, names};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         LinkOrder, SchedClassifier, TcAttachType,
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions},
@@ -52,6 +52,8 @@ pub struct Config {
     pub idle_timeout_ns: u64,
     /// Capacity of the per-connection LRU map.
     pub max_flows: u32,
+    /// Size of the event ring buffer in bytes: a power of two, at least a page.
+    pub ring_bytes: u32,
     pub attach_mode: AttachMode,
     /// How long a connection start waits for its answer before it is reported unanswered
     /// (one-way for UDP).
@@ -63,6 +65,7 @@ impl Default for Config {
         Self {
             idle_timeout_ns: 60_000_000_000,
             max_flows: 131_072,
+            ring_bytes: 4 << 20,
             attach_mode: AttachMode::Auto,
             answer_timeout: std::time::Duration::from_secs(5),
         }
@@ -129,6 +132,7 @@ pub struct Datapath {
     mode: AttachMode,
     attached: BTreeMap<u32, Attachment>,
     counters: PerCpuArray<MapData, u64>,
+    syn_seen: HashMap<MapData, u32, [u64; 2]>,
 }
 
 /// clsact filter priority: 1, the first to run.
@@ -139,6 +143,16 @@ const HOOKS: [(&str, TcAttachType); 2] = [
     (names::PROG_EGRESS, TcAttachType::Egress),
 ];
 
+/// The programs for devices whose packets start at the IP header (netkit in L3 mode).
+const HOOKS_L3: [(&str, TcAttachType); 2] = [
+    (names::PROG_INGRESS_L3, TcAttachType::Ingress),
+    (names::PROG_EGRESS_L3, TcAttachType::Egress),
+];
+
+fn hooks(l3: bool) -> [(&'static str, TcAttachType); 2] {
+    if l3 { HOOKS_L3 } else { HOOKS }
+}
+
 impl Datapath {
     /// Loads the programs into the kernel and returns them with the event ring buffer, which
     /// the caller drains.
@@ -147,9 +161,10 @@ impl Datapath {
         let mut ebpf = EbpfLoader::new()
             .override_global(names::GLOBAL_IDLE_TIMEOUT_NS, &config.idle_timeout_ns, true)
             .map_max_entries(names::MAP_FLOWS, config.max_flows)
+            .map_max_entries(names::MAP_EVENTS, config.ring_bytes)
             .load(OBJECT)
             .map_err(Error::Load)?;
-        for (name, _) in HOOKS {
+        for (name, _) in HOOKS.into_iter().chain(HOOKS_L3) {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or(Error::Missing("program"))?
@@ -174,6 +189,14 @@ impl Datapath {
             name: names::MAP_COUNTERS,
             source,
         })?;
+        let syn_seen = HashMap::try_from(
+            ebpf.take_map(names::MAP_SYN_SEEN)
+                .ok_or(Error::Missing("SYN_SEEN map"))?,
+        )
+        .map_err(|source| Error::Map {
+            name: names::MAP_SYN_SEEN,
+            source,
+        })?;
         let mode = config.attach_mode;
         Ok((
             Self {
@@ -181,6 +204,7 @@ impl Datapath {
                 mode,
                 attached: BTreeMap::new(),
                 counters,
+                syn_seen,
             },
             events,
         ))
@@ -189,12 +213,14 @@ impl Datapath {
     /// Attaches both programs to `interface` (index `ifindex`). Attaching twice is a no-op.
     /// `existed_before_start` asks to look for filters a killed predecessor left behind first;
     /// an interface that appeared while we run cannot have any, and skipping the look keeps new
-    /// pods' attach latency low.
+    /// pods' attach latency low. `l3` picks the programs for a device without a link-layer
+    /// header.
     pub fn attach(
         &mut self,
         ifindex: u32,
         interface: &str,
         existed_before_start: bool,
+        l3: bool,
     ) -> Result<(), Error> {
         if self.attached.contains_key(&ifindex) {
             return Ok(());
@@ -203,20 +229,29 @@ impl Datapath {
         let inherited_clsact = existed_before_start && remove_orphans(interface);
         let ((links, added_clsact), mode) = match self.mode {
             AttachMode::Tcx | AttachMode::Clsact => {
-                (self.attach_links(interface, self.mode)?, self.mode)
+                (self.attach_links(interface, self.mode, l3)?, self.mode)
             }
-            AttachMode::Auto => match self.attach_links(interface, AttachMode::Tcx) {
+            AttachMode::Auto => match self.attach_links(interface, AttachMode::Tcx, l3) {
                 Ok(links) => (links, AttachMode::Tcx),
                 Err(e) => {
                     debug!(interface, error = %e, "TCX unavailable, falling back to clsact");
                     (
-                        self.attach_links(interface, AttachMode::Clsact)?,
+                        self.attach_links(interface, AttachMode::Clsact, l3)?,
                         AttachMode::Clsact,
                     )
                 }
             },
         };
-        info!(interface, ifindex, ?mode, "attached");
+        if l3 {
+            info!(
+                interface,
+                ifindex,
+                ?mode,
+                "attached (no link-layer header: netkit L3)"
+            );
+        } else {
+            info!(interface, ifindex, ?mode, "attached");
+        }
         self.attached.insert(
             ifindex,
             Attachment {
@@ -232,6 +267,7 @@ impl Datapath {
         &mut self,
         interface: &str,
         mode: AttachMode,
+        l3: bool,
     ) -> Result<(Vec<SchedClassifierLink>, bool), Error> {
         let err = |source| Error::Attach {
             interface: interface.to_owned(),
@@ -246,8 +282,8 @@ impl Datapath {
                 Err(e) => return Err(err(e.into())),
             }
         }
-        let mut links = Vec::with_capacity(HOOKS.len());
-        for (name, hook) in HOOKS {
+        let mut links = Vec::with_capacity(2);
+        for (name, hook) in hooks(l3) {
             let prog: &mut SchedClassifier = self
                 .ebpf
                 .program_mut(name)
@@ -283,6 +319,8 @@ impl Datapath {
         {
             // Dropping a link detaches it.
             drop(links);
+            // The index may be reused by an unrelated interface.
+            let _ = self.syn_seen.remove(&ifindex);
             if added_clsact {
                 remove_clsact_if_unused(&name);
             }
@@ -305,6 +343,19 @@ impl Datapath {
 
     pub fn attached_count(&self) -> usize {
         self.attached.len()
+    }
+
+    /// Index and name of every attached interface.
+    pub fn attached_interfaces(&self) -> Vec<(u32, String)> {
+        self.attached
+            .iter()
+            .map(|(i, a)| (*i, a.name.clone()))
+            .collect()
+    }
+
+    /// TCP packets with SYN set seen on an interface: `[from the pod, to the pod]`.
+    pub fn syn_directions(&self, ifindex: u32) -> Option<[u64; 2]> {
+        self.syn_seen.get(&ifindex, 0).ok()
     }
 
     /// Sums the per-CPU counters.
@@ -339,7 +390,7 @@ impl Drop for Datapath {
 /// whether there were any.
 fn remove_orphans(interface: &str) -> bool {
     let mut found = false;
-    for (name, hook) in HOOKS {
+    for (name, hook) in HOOKS.into_iter().chain(HOOKS_L3) {
         match tc::qdisc_detach_program(interface, hook, name) {
             Ok(()) => {
                 found = true;

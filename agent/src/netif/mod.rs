@@ -9,7 +9,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::{
     RouteNetlinkMessage,
-    link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
+    link::{InfoData, InfoKind, InfoNetkit, LinkAttribute, LinkInfo, LinkMessage, NetkitMode},
 };
 use rtnetlink::{MulticastGroup, new_multicast_connection};
 
@@ -88,6 +88,8 @@ pub struct Link {
     pub name: String,
     /// A veth or netkit device, the kinds that connect a pod to its node.
     pub pod_side_kind: bool,
+    /// Packets carry no link-layer header: a netkit device in L3 mode.
+    pub l3: bool,
 }
 
 /// A change in the set of interfaces.
@@ -102,6 +104,7 @@ pub enum LinkChange {
 fn link_from_message(msg: &LinkMessage) -> Option<Link> {
     let mut name = None;
     let mut pod_side_kind = false;
+    let mut l3 = false;
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => name = Some(n.clone()),
@@ -109,6 +112,12 @@ fn link_from_message(msg: &LinkMessage) -> Option<Link> {
                 pod_side_kind = infos
                     .iter()
                     .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth | InfoKind::Netkit)));
+                l3 = infos.iter().any(|i| match i {
+                    LinkInfo::Data(InfoData::Netkit(nk)) => nk
+                        .iter()
+                        .any(|a| matches!(a, InfoNetkit::Mode(NetkitMode::L3))),
+                    _ => false,
+                });
             }
             _ => {}
         }
@@ -117,6 +126,7 @@ fn link_from_message(msg: &LinkMessage) -> Option<Link> {
         index: msg.header.index,
         name: name?,
         pod_side_kind,
+        l3,
     })
 }
 
@@ -175,7 +185,40 @@ mod tests {
             index: 1,
             name: name.into(),
             pod_side_kind,
+            l3: false,
         }
+    }
+
+    fn message(kind: InfoKind, data: Option<InfoData>) -> LinkMessage {
+        let mut msg = LinkMessage::default();
+        msg.header.index = 7;
+        msg.attributes.push(LinkAttribute::IfName("nk0".into()));
+        let mut info = vec![LinkInfo::Kind(kind)];
+        info.extend(data.map(LinkInfo::Data));
+        msg.attributes.push(LinkAttribute::LinkInfo(info));
+        msg
+    }
+
+    #[test]
+    fn netkit_in_l3_mode_is_told_apart_from_l2_and_veth() {
+        let l3 = message(
+            InfoKind::Netkit,
+            Some(InfoData::Netkit(vec![InfoNetkit::Mode(NetkitMode::L3)])),
+        );
+        let l2 = message(
+            InfoKind::Netkit,
+            Some(InfoData::Netkit(vec![InfoNetkit::Mode(NetkitMode::L2)])),
+        );
+        let veth = message(InfoKind::Veth, None);
+        let got: Vec<(bool, bool)> = [l3, l2, veth]
+            .iter()
+            .map(|m| {
+                link_from_message(m)
+                    .map(|l| (l.pod_side_kind, l.l3))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(got, vec![(true, true), (true, false), (true, false)]);
     }
 
     #[test]

@@ -238,11 +238,7 @@ fn iperf(client_ns: &str, server: IpAddr) -> f64 {
 }
 
 fn throughput() {
-    let cluster = Cluster::start(
-        &ClusterSpec::new(1)
-            .pod(1, "client", &[("app", "client")])
-            .pod(1, "server", &[("app", "server")]),
-    );
+    let cluster = Cluster::start(&ClusterSpec::client_and_server());
     let (client, server) = (cluster.pod("client"), cluster.pod("server"));
     let mut daemon = Command::new("ip")
         .args(["netns", "exec", &server.netns, "iperf3", "-s"])
@@ -277,11 +273,7 @@ fn throughput() {
 fn burst() {
     const RATE: u32 = 20_000;
     const SECONDS: u32 = 5;
-    let cluster = Cluster::start(
-        &ClusterSpec::new(1)
-            .pod(1, "client", &[("app", "client")])
-            .pod(1, "server", &[("app", "server")]),
-    );
+    let cluster = Cluster::start(&ClusterSpec::client_and_server());
     let (client, server) = (cluster.pod("client"), cluster.pod("server"));
     let pattern = cluster.pod_interface_pattern();
     let mut agent = Agent::start(
