@@ -418,13 +418,13 @@ fn count_syn(ctx: &TcContext, dir: u8) {
     // SAFETY: the context's skb pointer is valid for the whole program run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let d = (dir & 1) as usize;
-    if let Some(seen) = SYN_SEEN.get_ptr_mut(&ifindex) {
+    if let Some(seen) = SYN_SEEN.get_ptr_mut(ifindex) {
         // SAFETY: the pointer came from the map and stays valid during this run.
         unsafe { (*seen)[d] += 1 };
     } else {
         let mut seen = [0u64; 2];
         seen[d] = 1;
-        let _ = SYN_SEEN.insert(&ifindex, &seen, BPF_NOEXIST);
+        let _ = SYN_SEEN.insert(ifindex, seen, BPF_NOEXIST);
     }
 }
 

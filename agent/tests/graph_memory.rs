@@ -73,6 +73,7 @@ fn a_hundred_thousand_edges_fit_well_under_64_mib() {
                 initiator: None,
                 outcome: None,
             },
+            alerted: Default::default(),
         };
         g.add(src, &dst, Protocol::Tcp, port, stats);
     }

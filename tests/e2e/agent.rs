@@ -191,9 +191,9 @@ fn agent_flags_would_deny_alerts_outside_the_baseline_counts_and_keeps_its_graph
     assert!(agent.signal_and_wait(libc::SIGTERM), "{}", agent.log_text());
 
     let expected = set(&[
-        ("would_deny", "shop/web", "shop/db", 5432),
-        ("unexpected_flow", "shop/web", "shop/db", 5432),
-        ("unexpected_flow", "shop/web", "shop/api", 9000),
+        ("would_deny", "shop/Pod/web", "shop/Pod/db", 5432),
+        ("unexpected_flow", "shop/Pod/web", "shop/Pod/db", 5432),
+        ("unexpected_flow", "shop/Pod/web", "shop/Pod/api", 9000),
     ]);
     assert_eq!(alerts(&alerts_file), expected);
     let first_run_lines = std::fs::read_to_string(&alerts_file)
@@ -202,7 +202,14 @@ fn agent_flags_would_deny_alerts_outside_the_baseline_counts_and_keeps_its_graph
         .count();
     assert_eq!(first_run_lines, 3, "one alert per edge and kind");
 
-    // Restart: the graph survives, and known edges do not alert again.
+    // While the agent is down, api gets an ingress policy that admits web on 8080 only: the
+    // edge web -> api:9000, allowed until now, would be denied.
+    let mut text = std::fs::read_to_string(manifests.join("cluster.yaml")).expect("manifests");
+    text += BASELINE_EXTRA;
+    std::fs::write(manifests.join("cluster.yaml"), text).expect("manifests");
+
+    // Restart: the graph survives, known edges do not alert again, and the edge whose verdict
+    // changed while the agent was down does.
     let mut again = Agent::start_in("agent-restart", &argv, false);
     // The live graph page draws the restored edges too.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -220,10 +227,10 @@ fn agent_flags_would_deny_alerts_outside_the_baseline_counts_and_keeps_its_graph
     );
     let flows = http_get(port, "/flows");
     for (src, dst, p) in [
-        ("shop/web", "shop/api", 8080),
-        ("shop/api", "shop/db", 5432),
-        ("shop/web", "shop/db", 5432),
-        ("shop/web", "shop/api", 9000),
+        ("shop/Pod/web", "shop/Pod/api", 8080),
+        ("shop/Pod/api", "shop/Pod/db", 5432),
+        ("shop/Pod/web", "shop/Pod/db", 5432),
+        ("shop/Pod/web", "shop/Pod/api", 9000),
     ] {
         assert!(
             flows.contains(&format!(
@@ -233,13 +240,22 @@ fn agent_flags_would_deny_alerts_outside_the_baseline_counts_and_keeps_its_graph
         );
     }
     tcp_connect(&web.netns, v4(db, 5432));
+    tcp_connect(&web.netns, v4(api, 9000));
     std::thread::sleep(Duration::from_millis(300));
     assert!(again.signal_and_wait(libc::SIGTERM));
     let lines = std::fs::read_to_string(&alerts_file)
         .unwrap_or_default()
         .lines()
         .count();
-    assert_eq!(lines, 3, "a known edge alerted again after the restart");
+    assert_eq!(lines, 4, "{}", again.log_text());
+    let mut after = expected.clone();
+    after.insert((
+        "would_deny".into(),
+        "shop/Pod/web".into(),
+        "shop/Pod/api".into(),
+        9000,
+    ));
+    assert_eq!(alerts(&alerts_file), after);
     let _ = std::fs::remove_dir_all(&work);
 }
 
@@ -309,7 +325,7 @@ fn agent_freezes_the_learned_policies_when_a_namespace_switches_to_alert() {
         false
     };
     assert!(
-        flows_have(r#""src":"shop/web","dst":"shop/api","protocol":"TCP","port":8080"#),
+        flows_have(r#""src":"shop/Pod/web","dst":"shop/Pod/api","protocol":"TCP","port":8080"#),
         "the first edge was not learned:\n{}",
         agent.log_text()
     );
@@ -322,14 +338,14 @@ fn agent_freezes_the_learned_policies_when_a_namespace_switches_to_alert() {
     tcp_connect(&web.netns, v4(api, 8080)); // learned before the switch: no alert
     tcp_connect(&web.netns, v4(api, 9000)); // new after the switch: alert
     assert!(
-        flows_have(r#""src":"shop/web","dst":"shop/api","protocol":"TCP","port":9000"#),
+        flows_have(r#""src":"shop/Pod/web","dst":"shop/Pod/api","protocol":"TCP","port":9000"#),
         "{}",
         agent.log_text()
     );
     assert!(agent.signal_and_wait(libc::SIGTERM), "{}", agent.log_text());
     assert_eq!(
         alerts(&alerts_file),
-        set(&[("unexpected_flow", "shop/web", "shop/api", 9000)]),
+        set(&[("unexpected_flow", "shop/Pod/web", "shop/Pod/api", 9000)]),
         "{}",
         agent.log_text()
     );

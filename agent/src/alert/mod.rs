@@ -45,7 +45,8 @@ impl AlertKind {
 /// The edge an alert is about.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EdgeKey {
-    /// Source identity: `namespace/Kind/name`, `namespace/pod`, `node:<name>` or an address.
+    /// Source identity, as the graph and FlowEdges name peers: `namespace/Kind/name` (a pod
+    /// without owner: `namespace/Pod/name`), `node:<name>@<ip>`, `cluster-dns` or an address.
     pub src: String,
     pub dst: String,
     pub protocol: Protocol,

@@ -29,7 +29,7 @@ use crate::{
         sinks::{JsonLines, Webhook, WebhookConfig},
     },
     daemon::{
-        EdgeTable, Feed, Flagger, Mode, ModeConfig, Pipeline, Sinks,
+        Feed, Flagger, Mode, ModeConfig, Pipeline, Sinks,
         baseline::{self, FrozenSet},
         server, store,
     },
@@ -345,18 +345,16 @@ async fn agent(
             )
         });
 
-    let edges_file = args.state_dir.join("edges.jsonl");
     let graph_file = args.state_dir.join("graph.jsonl");
-    let edges = EdgeTable::load(&edges_file).context("loading the state file")?;
     let graph = graph::state::load(&graph_file).context("loading the graph state file")?;
-    info!(edges = edges.len(), graph_edges = graph.len(), dir = %args.state_dir.display(), "state loaded");
+    info!(edges = graph.len(), dir = %args.state_dir.display(), "state loaded");
     let gate = AlertGate::new(GateConfig {
         burst: config.alert_burst.unwrap_or(GateConfig::default().burst),
         per_second: config
             .alerts_per_second
             .unwrap_or(GateConfig::default().per_second),
     });
-    let mut pipeline = Pipeline::new(edges, graph, gate, metrics.clone(), sinks);
+    let mut pipeline = Pipeline::new(graph, gate, metrics.clone(), sinks);
     let scan_defaults = ScanConfig::default();
     pipeline.scans = ScanDetector::new(ScanConfig {
         threshold: config
@@ -371,7 +369,6 @@ async fn agent(
     });
     let save = |p: &mut Pipeline| -> anyhow::Result<()> {
         if std::mem::take(&mut p.dirty) {
-            p.edges.save(&edges_file).context("saving the state file")?;
             graph::state::save(&graph_file, &p.graph).context("saving the graph state file")?;
         }
         Ok(())
@@ -515,8 +512,7 @@ async fn agent(
     pipeline.dirty = true;
     save(&mut pipeline)?;
     info!(
-        edges = pipeline.edges.len(),
-        graph_edges = pipeline.graph.len(),
+        edges = pipeline.graph.len(),
         suppressed = pipeline.gate.suppressed(),
         "stopped"
     );

@@ -1,20 +1,20 @@
-//! Decides, for each observed connection, which edge it belongs to and which alerts it raises
-//! (pure). The IO loop feeds it flow records and sends what it returns to the sinks.
+//! Decides, for each observed connection, which alerts it raises (pure). The IO loop feeds it
+//! the records the classifier judged and sends what it returns to the sinks.
 
 use chrono::{DateTime, Utc};
 
 use super::modes::{Mode, ModeConfig};
 use crate::{
-    alert::{AlertKind, EdgeKey},
+    alert::AlertKind,
     flow::FlowRecord,
     inventory::{Inventory, InventoryError, Resolved},
     policy::{Connection, Evaluator, Explanation},
 };
 
-/// What one connection means for the node's graph and for the sinks.
+/// What one connection means for the sinks. Its edge is named by the classifier
+/// ([`crate::identity::Identities::classify_ends`]), which also feeds the graph.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
-    pub edge: EdgeKey,
     /// The initiating pod, `namespace/name`, when it is one.
     pub src_pod: Option<String>,
     pub seen: DateTime<Utc>,
@@ -33,28 +33,6 @@ pub struct Flagger<'a> {
     /// This node's name: a connection between two nodes is seen by both agents, and only one
     /// may alert (see [`Flagger::reports`]).
     local_node: Option<&'a str>,
-}
-
-/// The identity of a resolved endpoint in the graph: its workload, else its pod, `node:<name>`
-/// for nodes and host-network pods, the address for everything else.
-pub fn identity(inv: &Inventory, r: &Resolved) -> String {
-    match *r {
-        Resolved::Pod { pod, .. } => {
-            let p = inv.pod(pod);
-            let ns = &inv.namespace(p.namespace).name;
-            match p.workload {
-                Some(w) => {
-                    let w = inv.workload(w);
-                    format!("{ns}/{}/{}", w.kind, w.name)
-                }
-                None => format!("{ns}/{}", p.name),
-            }
-        }
-        Resolved::Host { node: Some(n), .. } => format!("node:{}", inv.node(n).name),
-        Resolved::Host { ip: Some(ip), .. } => format!("node:{ip}"),
-        Resolved::Host { .. } => "node".into(),
-        Resolved::External(ip) => ip.to_string(),
-    }
 }
 
 impl<'a> Flagger<'a> {
@@ -145,12 +123,6 @@ impl<'a> Flagger<'a> {
             format!("{}/{}", self.inventory.namespace(p.namespace).name, p.name)
         });
         Ok(Some(Outcome {
-            edge: EdgeKey {
-                src: identity(self.inventory, &c.src),
-                dst: identity(self.inventory, &c.dst),
-                protocol: c.protocol,
-                port: c.port,
-            },
             src_pod,
             seen: record.first_seen.unwrap_or(now),
             alerts,

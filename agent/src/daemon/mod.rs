@@ -5,17 +5,21 @@
 //!
 //! ```text
 //!   Feed (kube watches | manifests) ──snapshot when changed──▶ Flagger + Identities (pure)
-//!   datapath ─▶ FlowRecord ─▶ Pipeline: Flagger ─▶ Outcome ─▶ EdgeTable, FlowGraph (state files)
-//!                                                       └─▶ AlertGate ─▶ sinks (JSON lines, webhook, Events)
+//!   datapath ─▶ FlowRecord ─▶ Pipeline: Identities::classify_batch ─▶ Observation ─▶ FlowGraph (state file)
+//!                                         └─ judged record ─▶ Flagger ─▶ Outcome ─▶ AlertGate ─▶ sinks
+//!                                                                (JSON lines, webhook, Events)
 //!   FlowGraph ──every publish interval──▶ FlowEdges (kube::PublishLoop)
 //!   modes ──plan (pure)──▶ freeze a namespace's learned policies as its baseline (store)
 //! ```
 //!
-//! Pure: `baseline`, `flagger`, `modes`, `edges` (but for its state file). IO: `pipeline` (the
-//! sinks), `server`, `sources`, `store`.
+//! One classifier ([`crate::identity::Identities`]) names and orients every connection, and one
+//! store (the [`crate::graph::FlowGraph`]) keeps its edge: `/flows`, alerts, the HTML graph,
+//! FlowEdges and learning all read it.
+//!
+//! Pure: `baseline`, `flagger`, `modes`. IO: `pipeline` (the sinks), `server`, `sources`,
+//! `store`.
 
 pub mod baseline;
-pub mod edges;
 pub mod flagger;
 pub mod modes;
 pub mod pipeline;
@@ -23,8 +27,7 @@ pub mod server;
 pub mod sources;
 pub mod store;
 
-pub use edges::{EdgeStats, EdgeTable};
-pub use flagger::{Flagger, Outcome, identity};
+pub use flagger::{Flagger, Outcome};
 pub use modes::{MODE_ANNOTATION, Mode, ModeConfig};
 pub use pipeline::{Pipeline, Sinks};
 pub use sources::Feed;

@@ -1,6 +1,7 @@
-//! What the agent does with each batch of flow records (IO at the edges only: the sinks): the
-//! [`Flagger`] decides edges and alerts, the [`EdgeTable`] and the learning [`FlowGraph`]
-//! record them, the [`AlertGate`] lets alerts through to the sinks.
+//! What the agent does with each batch of flow records (IO at the edges only: the sinks). The
+//! [`Identities`] of the snapshot in force classify each record once: that names its edge,
+//! which the [`FlowGraph`] (the one edge store) counts, and gives the connection the
+//! [`Flagger`] judges; the [`AlertGate`] lets its alerts through to the sinks.
 //!
 //! The pipeline outlives inventory snapshots: the flagger and identities of the snapshot in
 //! force are passed to each call, so a refresh swaps them without losing any state.
@@ -10,17 +11,17 @@ use std::time::Instant;
 use chrono::Utc;
 use tracing::warn;
 
-use super::{EdgeTable, Flagger};
+use super::Flagger;
 use crate::{
     alert::{
         Alert, AlertGate, AlertKind, Decision, EdgeKey,
         scan::{ScanDetector, Target},
         sinks::{JsonLines, Webhook},
     },
-    flow::FlowRecord,
+    flow::{Endpoint, FlowRecord},
     graph::FlowGraph,
-    identity::Identities,
-    kube::EventSink,
+    identity::{Identities, Observation, Peer},
+    kube::{EventSink, graph_to_records, peers::peer_to_string},
     metrics::Metrics,
 };
 
@@ -39,7 +40,7 @@ pub struct Sinks {
 
 /// The agent's state across batches.
 pub struct Pipeline {
-    pub edges: EdgeTable,
+    /// The node's edges, with their evidence and the alerts they raised.
     pub graph: FlowGraph,
     pub gate: AlertGate,
     pub metrics: Metrics,
@@ -50,28 +51,38 @@ pub struct Pipeline {
     /// inventory has it, a Service whose endpoints are not known yet): retried with the next
     /// snapshot, at most [`PARK_LIMIT`] and for [`PARK_FOR`], then judged as they are.
     parked: Vec<FlowRecord>,
-    /// Edges or graph changed since the last save.
+    /// The graph changed since the last save.
     pub dirty: bool,
     started: Instant,
     suppressed_reported: u64,
 }
 
+/// The name alerts and `/flows` give an edge.
+fn edge_key(src: &Peer, dst: &Peer, protocol: crate::flow::Protocol, port: Option<u16>) -> EdgeKey {
+    EdgeKey {
+        src: peer_to_string(src),
+        dst: peer_to_string(dst),
+        protocol,
+        port,
+    }
+}
+
 impl Pipeline {
-    /// Edges restored from an earlier run have already alerted: the gate remembers them.
-    pub fn new(
-        edges: EdgeTable,
-        graph: FlowGraph,
-        mut gate: AlertGate,
-        metrics: Metrics,
-        sinks: Sinks,
-    ) -> Self {
-        for (edge, _) in edges.iter() {
-            gate.remember(AlertKind::WouldDeny, edge.clone());
-            gate.remember(AlertKind::UnexpectedFlow, edge.clone());
+    /// The graph restored from an earlier run remembers which alerts its edges raised: the
+    /// gate does not send those again, and an edge whose verdict changed while the agent was
+    /// down alerts on its next connection.
+    pub fn new(graph: FlowGraph, mut gate: AlertGate, metrics: Metrics, sinks: Sinks) -> Self {
+        for e in graph.edges() {
+            let key = edge_key(e.src, e.dst, e.protocol, e.port);
+            if e.stats.alerted.would_deny {
+                gate.remember(AlertKind::WouldDeny, key.clone());
+            }
+            if e.stats.alerted.unexpected_flow {
+                gate.remember(AlertKind::UnexpectedFlow, key);
+            }
         }
-        metrics.edges.set(edges.len() as i64);
+        metrics.edges.set(graph.len() as i64);
         Self {
-            edges,
             graph,
             gate,
             metrics,
@@ -87,7 +98,7 @@ impl Pipeline {
     /// Handles one batch against the snapshot in force.
     pub fn handle(&mut self, flagger: &Flagger<'_>, ids: &Identities<'_>, records: &[FlowRecord]) {
         let now = Utc::now();
-        let mut learned = Vec::with_capacity(records.len());
+        let mut kept = Vec::with_capacity(records.len());
         for r in records {
             if self.park(ids, r, now) {
                 continue;
@@ -96,55 +107,19 @@ impl Pipeline {
             if r.is_attempt() {
                 // Refused or unanswered: never an edge, never learned; a scan if there are many.
                 self.attempt(flagger, ids, r, now);
-                continue;
-            }
-            // A UDP flow whose reply was seen first (or whose entry the LRU evicted) is turned
-            // around by its ports first, as learning does: never judged on an ephemeral port.
-            let oriented = ids.orient(r).ok();
-            let r = oriented.as_ref().unwrap_or(r);
-            // Sent to a Service ClusterIP: judged as the connection to a backend pod on its
-            // target port, which is what NetworkPolicy sees after DNAT.
-            let via_service = ids.through_service(r);
-            let outcome = match flagger.process(via_service.as_ref().unwrap_or(r), now) {
-                Ok(Some(o)) => o,
-                Ok(None) => continue,
-                Err(e) => {
-                    warn!(error = %e, "flow not resolved");
-                    continue;
-                }
-            };
-            learned.push(r.clone());
-            self.dirty = true;
-            if self.edges.observe(&outcome.edge, outcome.seen) {
-                self.metrics.edges.set(self.edges.len() as i64);
-            }
-            for (kind, explanation) in outcome.alerts {
-                let decision = self.gate.offer(kind, &outcome.edge, self.started.elapsed());
-                if decision != Decision::Send {
-                    continue;
-                }
-                match kind {
-                    AlertKind::WouldDeny => self.metrics.would_deny_flows.inc(),
-                    AlertKind::UnexpectedFlow => self.metrics.unexpected_flows.inc(),
-                    AlertKind::Scan => self.metrics.scans.inc(),
-                    AlertKind::Suppressed => 0,
-                };
-                let stats = self.edges.get(&outcome.edge);
-                let alert = Alert {
-                    kind,
-                    edge: outcome.edge.clone(),
-                    src_pod: outcome.src_pod.clone(),
-                    first_seen: stats.map_or(outcome.seen, |s| s.first_seen),
-                    count: stats.map_or(1, |s| s.count),
-                    explanation: serde_json::to_value(&explanation).unwrap_or_default(),
-                };
-                self.send(&alert);
+            } else {
+                kept.push(r.clone());
             }
         }
-        // The learning graph: the same records, in the identities synthesis uses.
-        let batch = ids.classify_batch(&learned);
-        for o in &batch.observations {
-            self.graph.observe(o);
+        // One classification per record: oriented by its ports (a UDP flow whose reply was
+        // seen first, or whose entry the LRU evicted), a ClusterIP resolved to its backends
+        // (a connection recorded at both ends counted once), named as the graph names it.
+        let batch = ids.classify_batch(&kept);
+        for (i, e) in &batch.skipped {
+            warn!(error = %e, record = ?kept[*i], "flow not resolved");
+        }
+        for (o, judged) in batch.observations.iter().zip(&batch.judged) {
+            self.observe(flagger, o, judged, now);
         }
         self.send_summary();
         let suppressed = self.gate.suppressed();
@@ -152,6 +127,61 @@ impl Pipeline {
             .alerts_suppressed
             .inc_by(suppressed - self.suppressed_reported);
         self.suppressed_reported = suppressed;
+    }
+
+    /// Counts one observation in the graph and sends the alerts its connection raises.
+    fn observe(
+        &mut self,
+        flagger: &Flagger<'_>,
+        o: &Observation,
+        judged: &FlowRecord,
+        now: chrono::DateTime<Utc>,
+    ) {
+        let outcome = match flagger.process(judged, now) {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(error = %e, "flow not resolved");
+                return;
+            }
+        };
+        self.dirty = true;
+        if self.graph.observe(o) {
+            self.metrics.edges.set(self.graph.len() as i64);
+        }
+        let edge = edge_key(&o.src, &o.dst, o.protocol, o.port);
+        for (kind, explanation) in outcome.alerts {
+            if self.gate.offer(kind, &edge, self.started.elapsed()) != Decision::Send {
+                continue;
+            }
+            let stats = self.graph.get_mut(&o.src, &o.dst, o.protocol, o.port);
+            let (first_seen, count) = match stats {
+                Some(s) => {
+                    match kind {
+                        AlertKind::WouldDeny => s.alerted.would_deny = true,
+                        AlertKind::UnexpectedFlow => s.alerted.unexpected_flow = true,
+                        AlertKind::Scan | AlertKind::Suppressed => {}
+                    }
+                    (s.first_seen.unwrap_or(outcome.seen), s.count)
+                }
+                None => (outcome.seen, 1),
+            };
+            match kind {
+                AlertKind::WouldDeny => self.metrics.would_deny_flows.inc(),
+                AlertKind::UnexpectedFlow => self.metrics.unexpected_flows.inc(),
+                AlertKind::Scan => self.metrics.scans.inc(),
+                AlertKind::Suppressed => 0,
+            };
+            let alert = Alert {
+                kind,
+                edge: edge.clone(),
+                src_pod: outcome.src_pod.clone(),
+                first_seen,
+                count,
+                explanation: serde_json::to_value(&explanation).unwrap_or_default(),
+            };
+            self.send(&alert);
+        }
     }
 
     /// Parks `r` when the snapshot does not know enough yet: an address in the cluster's CIDRs
@@ -190,19 +220,26 @@ impl Pipeline {
         let oriented = ids.orient(r).ok();
         let r = oriented.as_ref().unwrap_or(r);
         let via_service = ids.through_service(r);
-        let Ok(Some(o)) = flagger.process(via_service.as_ref().unwrap_or(r), now) else {
+        let judged = via_service.as_ref().unwrap_or(r);
+        let Ok(Some(o)) = flagger.process(judged, now) else {
             return;
         };
         if !o.reported_here {
             return;
         }
+        // Named as the graph names peers; an address nothing in the inventory holds (a scan of
+        // unused cluster addresses) by itself.
+        let name = |e: &Endpoint| {
+            ids.peer(e, r.first_seen)
+                .map_or_else(|_| e.to_string(), |p| peer_to_string(&p))
+        };
         let target = Target {
-            dst: o.edge.dst.clone(),
-            protocol: o.edge.protocol,
-            port: o.edge.port,
+            dst: name(&judged.dst),
+            protocol: judged.protocol,
+            port: judged.port,
         };
         let outcome = r.outcome.unwrap_or(crate::flow::Outcome::Unanswered);
-        let Some(finding) = self.scans.observe(&o.edge.src, target, outcome, now) else {
+        let Some(finding) = self.scans.observe(&name(&r.src), target, outcome, now) else {
             return;
         };
         self.metrics.scans.inc();
@@ -211,7 +248,7 @@ impl Pipeline {
             edge: EdgeKey {
                 src: finding.src.clone(),
                 dst: "*".into(),
-                protocol: o.edge.protocol,
+                protocol: judged.protocol,
                 port: None,
             },
             src_pod: o.src_pod.clone(),
@@ -267,8 +304,9 @@ impl Pipeline {
         }
     }
 
-    /// The node's edges as a JSON array, for `/flows`.
+    /// The node's edges as a JSON array, for `/flows`: the records FlowEdges carry.
     pub fn flows_json(&self) -> String {
-        self.edges.to_json_array()
+        serde_json::to_string(&graph_to_records(&self.graph, Utc::now()))
+            .unwrap_or_else(|_| "[]".into())
     }
 }

@@ -6,7 +6,7 @@ use std::io::{BufRead, Write};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{EdgeStats, FlowGraph, GraphError};
+use super::{Alerted, EdgeStats, FlowGraph, GraphError};
 use crate::{
     flow::Protocol,
     identity::{Peer, Sample},
@@ -25,6 +25,8 @@ struct Line<'a> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_seen: Option<DateTime<Utc>>,
     sample: std::borrow::Cow<'a, Sample>,
+    #[serde(default, skip_serializing_if = "Alerted::is_empty")]
+    alerted: Alerted,
 }
 
 impl FlowGraph {
@@ -40,6 +42,7 @@ impl FlowGraph {
                 first_seen: e.stats.first_seen,
                 last_seen: e.stats.last_seen,
                 sample: std::borrow::Cow::Borrowed(&e.stats.sample),
+                alerted: e.stats.alerted,
             };
             serde_json::to_writer(&mut w, &line)?;
             w.write_all(b"\n")?;
@@ -70,6 +73,7 @@ impl FlowGraph {
                 first_seen: l.first_seen,
                 last_seen: l.last_seen,
                 sample: l.sample.into_owned(),
+                alerted: l.alerted,
             };
             self.add(&l.src, &l.dst, l.protocol, l.port, stats);
         }

@@ -65,10 +65,30 @@ pub struct EdgeStats {
     pub last_seen: Option<DateTime<Utc>>,
     /// The earliest connection seen.
     pub sample: Sample,
+    /// Alerts already sent about the edge (kept in the state file, so that a restart sends
+    /// them only if the edge's verdict changed).
+    pub alerted: Alerted,
+}
+
+/// Which alerts an edge has raised.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Alerted {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub would_deny: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unexpected_flow: bool,
+}
+
+impl Alerted {
+    pub fn is_empty(&self) -> bool {
+        !self.would_deny && !self.unexpected_flow
+    }
 }
 
 impl EdgeStats {
     fn absorb(&mut self, o: &EdgeStats) {
+        self.alerted.would_deny |= o.alerted.would_deny;
+        self.alerted.unexpected_flow |= o.alerted.unexpected_flow;
         self.count = self.count.saturating_add(o.count);
         let earlier = match (o.first_seen, self.first_seen) {
             (Some(a), Some(b)) => a < b,
@@ -167,8 +187,41 @@ impl FlowGraph {
             first_seen: o.seen,
             last_seen: o.seen,
             sample: o.sample.clone(),
+            alerted: Alerted::default(),
         };
         self.add(&o.src, &o.dst, o.protocol, o.port, stats)
+    }
+
+    fn key_of(&self, src: &Peer, dst: &Peer, protocol: Protocol, port: Option<u16>) -> Option<Key> {
+        Some(Key {
+            src: *self.peer_ids.get(src)?,
+            dst: *self.peer_ids.get(dst)?,
+            protocol,
+            port,
+        })
+    }
+
+    /// The statistics of one edge, if it exists.
+    pub fn get(
+        &self,
+        src: &Peer,
+        dst: &Peer,
+        protocol: Protocol,
+        port: Option<u16>,
+    ) -> Option<&EdgeStats> {
+        self.edges.get(&self.key_of(src, dst, protocol, port)?)
+    }
+
+    /// The statistics of one edge, for changing them, if it exists.
+    pub fn get_mut(
+        &mut self,
+        src: &Peer,
+        dst: &Peer,
+        protocol: Protocol,
+        port: Option<u16>,
+    ) -> Option<&mut EdgeStats> {
+        let key = self.key_of(src, dst, protocol, port)?;
+        self.edges.get_mut(&key)
     }
 
     /// Merges another graph (another node's, or an older state) into this one.

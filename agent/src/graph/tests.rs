@@ -108,6 +108,7 @@ fn json_lines_round_trip_and_state_file_survives_restart() {
             first_seen: None,
             last_seen: None,
             sample: obs("x/Pod/a", "x/Pod/b", 53, "2026-11-24T10:00:00Z").sample,
+            alerted: Default::default(),
         },
     );
     let mut buf = Vec::new();

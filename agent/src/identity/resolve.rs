@@ -309,6 +309,16 @@ impl<'a> Identities<'a> {
     /// Turns one flow record into observations: usually one; one per backend workload for a
     /// Service ClusterIP whose receiving side was not recorded; none on error.
     pub fn classify(&self, r: &FlowRecord) -> Result<Vec<Observation>, IdentityError> {
+        Ok(self.classify_ends(r)?.into_iter().map(|(o, _)| o).collect())
+    }
+
+    /// Like [`classify`](Self::classify), each observation with the connection policies judge
+    /// for it: the record oriented, and sent to the backend's address and port when it went to
+    /// a Service ClusterIP (what NetworkPolicy sees after DNAT).
+    pub fn classify_ends(
+        &self,
+        r: &FlowRecord,
+    ) -> Result<Vec<(Observation, FlowRecord)>, IdentityError> {
         let r = self.orient(r)?;
         let at = r.first_seen;
         let sample = Sample {
@@ -320,13 +330,22 @@ impl<'a> Identities<'a> {
             outcome: r.outcome,
         };
         let src = self.peer(&r.src, at)?;
-        let obs = |dst: Peer, port: Option<u16>| Observation {
-            src: src.clone(),
-            dst,
-            protocol: r.protocol,
-            port,
-            seen: at,
-            sample: sample.clone(),
+        let obs = |dst: Peer, port: Option<u16>, judged: FlowRecord| {
+            let o = Observation {
+                src: src.clone(),
+                dst,
+                protocol: r.protocol,
+                port,
+                seen: at,
+                sample: sample.clone(),
+            };
+            (o, judged)
+        };
+        let to_backend = |ip: IpAddr, port: Option<u16>| {
+            let mut b = r.clone();
+            b.dst = Endpoint::Ip(ip);
+            b.port = port;
+            b
         };
         let is_dns_port = r.port == Some(53) && matches!(r.protocol, Protocol::Udp | Protocol::Tcp);
         if let Endpoint::Ip(ip) = r.dst
@@ -335,10 +354,14 @@ impl<'a> Identities<'a> {
         {
             let svc = &self.inv.services()[si];
             if is_dns_port && self.is_dns_service(svc) {
-                return Ok(vec![obs(Peer::ClusterDns, Some(53))]);
+                let judged = self.through_service(&r).unwrap_or_else(|| r.clone());
+                return Ok(vec![obs(Peer::ClusterDns, Some(53), judged)]);
             }
             let backends = self.backends(svc, r.protocol, r.port, at)?;
-            return Ok(backends.into_iter().map(|(p, port)| obs(p, port)).collect());
+            return Ok(backends
+                .into_iter()
+                .map(|(p, port, ip)| obs(p, port, to_backend(ip, port)))
+                .collect());
         }
         let dst = match self.peer(&r.dst, at) {
             Err(IdentityError::UnknownClusterAddress { .. })
@@ -353,20 +376,21 @@ impl<'a> Identities<'a> {
             && let Endpoint::Ip(ip) = r.dst
             && self.pod_at(ip, at).is_some_and(|p| self.is_dns_pod(p))
         {
-            return Ok(vec![obs(Peer::ClusterDns, Some(53))]);
+            return Ok(vec![obs(Peer::ClusterDns, Some(53), r.clone())]);
         }
-        Ok(vec![obs(dst, r.port)])
+        Ok(vec![obs(dst, r.port, r.clone())])
     }
 
-    /// The backend peers of a Service port, with the pod port each receives on.
+    /// The backend peers of a Service port, with the pod port each receives on and one
+    /// address of it.
     fn backends(
         &self,
         svc: &Service,
         protocol: Protocol,
         port: Option<u16>,
         at: Option<DateTime<Utc>>,
-    ) -> Result<Vec<(Peer, Option<u16>)>, IdentityError> {
-        let mut out: BTreeMap<Peer, Option<u16>> = BTreeMap::new();
+    ) -> Result<Vec<(Peer, Option<u16>, IpAddr)>, IdentityError> {
+        let mut out: BTreeMap<Peer, (Option<u16>, IpAddr)> = BTreeMap::new();
         for (ip, selected, target) in self.backend_ends(svc, protocol, port, at)? {
             // Slice addresses are looked up at the flow's time; selector-matched pods are known.
             let peer = match selected {
@@ -374,7 +398,7 @@ impl<'a> Identities<'a> {
                 None => self.peer_of_ip(ip, at),
             };
             if let Ok(peer) = peer {
-                out.entry(peer).or_insert(Some(target));
+                out.entry(peer).or_insert((Some(target), ip));
             }
         }
         if out.is_empty() {
@@ -383,7 +407,10 @@ impl<'a> Identities<'a> {
                 service: format!("{ns}/{}", svc.name),
             });
         }
-        Ok(out.into_iter().collect())
+        Ok(out
+            .into_iter()
+            .map(|(p, (port, ip))| (p, port, ip))
+            .collect())
     }
 
     /// The backends of a Service port as (address, the pod when found through the selector,
@@ -482,6 +509,9 @@ impl<'a> Identities<'a> {
 #[derive(Debug, Default)]
 pub struct Batch {
     pub observations: Vec<Observation>,
+    /// For each observation, at the same index, the connection policies judge for it (see
+    /// [`Identities::classify_ends`]).
+    pub judged: Vec<FlowRecord>,
     /// Records that yielded nothing, by index, with why.
     pub skipped: Vec<(usize, IdentityError)>,
     /// Sender-side records to a ClusterIP dropped because the receiving side's record of the
@@ -509,8 +539,13 @@ impl Identities<'_> {
                 out.superseded += 1;
                 continue;
             }
-            match self.classify(r) {
-                Ok(obs) => out.observations.extend(obs),
+            match self.classify_ends(r) {
+                Ok(ends) => {
+                    for (o, judged) in ends {
+                        out.observations.push(o);
+                        out.judged.push(judged);
+                    }
+                }
                 Err(e) => out.skipped.push((i, e)),
             }
         }

@@ -91,6 +91,7 @@ pub fn records_to_graph(records: &[EdgeRecord]) -> (FlowGraph, Vec<EdgeRecord>) 
                 initiator: None,
                 outcome: None,
             },
+            alerted: Default::default(),
         };
         graph.add(&src, &dst, r.protocol, r.port, stats);
     }
@@ -155,6 +156,7 @@ mod tests {
                     initiator: None,
                     outcome: None,
                 },
+                alerted: Default::default(),
             };
             g.add(&ps[0], dst, Protocol::Tcp, Some(80), stats);
         }
