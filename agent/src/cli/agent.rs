@@ -422,10 +422,11 @@ async fn agent(
             None if frozen.is_empty() => None,
             None => Some(baseline::union(&frozen)),
         };
-        let current = Evaluator::new(&snapshot.inventory, &snapshot.policies);
+        let current =
+            Evaluator::new(&snapshot.inventory, &snapshot.policies).with_admin(&snapshot.admin);
         let base_eval = baseline_policies
             .as_ref()
-            .map(|b| Evaluator::new(&snapshot.inventory, b));
+            .map(|b| Evaluator::new(&snapshot.inventory, b).with_admin(&snapshot.admin));
         let mut flagger = Flagger::new(&snapshot.inventory, current, base_eval, &modes);
         if let Some(node) = local_node {
             flagger = flagger.on_node(node);
@@ -499,10 +500,10 @@ async fn agent(
         let baseline_policies = accepted
             .clone()
             .or_else(|| (!frozen.is_empty()).then(|| baseline::union(&frozen)));
-        let current = Evaluator::new(&loaded.inventory, &loaded.policies);
+        let current = Evaluator::new(&loaded.inventory, &loaded.policies).with_admin(&loaded.admin);
         let base_eval = baseline_policies
             .as_ref()
-            .map(|b| Evaluator::new(&loaded.inventory, b));
+            .map(|b| Evaluator::new(&loaded.inventory, b).with_admin(&loaded.admin));
         let mut flagger = Flagger::new(&loaded.inventory, current, base_eval, &modes);
         if let Some(node) = local_node {
             flagger = flagger.on_node(node);

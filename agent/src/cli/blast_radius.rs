@@ -48,7 +48,9 @@ struct Both<'a> {
 
 pub fn run(args: BlastRadiusArgs) -> anyhow::Result<ExitCode> {
     let loaded = args.source.load()?;
-    let current = blast_radius(&Evaluator::new(&loaded.inventory, &loaded.policies));
+    let current = blast_radius(
+        &Evaluator::new(&loaded.inventory, &loaded.policies).with_admin(&loaded.admin),
+    );
     let learned = if args.flows.is_empty() {
         None
     } else {
@@ -59,7 +61,9 @@ pub fn run(args: BlastRadiusArgs) -> anyhow::Result<ExitCode> {
             ..SynthOptions::default()
         };
         let policies = synthesize(&ids, &graph, &opts)?.to_policies()?;
-        Some(blast_radius(&Evaluator::new(&loaded.inventory, &policies)))
+        Some(blast_radius(
+            &Evaluator::new(&loaded.inventory, &policies).with_admin(&loaded.admin),
+        ))
     };
     let pick = |r: &BlastReport| -> anyhow::Result<Vec<BlastRow>> {
         match &args.from {

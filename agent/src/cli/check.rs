@@ -48,6 +48,9 @@ pub(super) fn load_manifests(paths: &[PathBuf], lenient: bool) -> anyhow::Result
     for note in &loaded.notes {
         tracing::info!("{note}");
     }
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
     tracing::debug!(
         pods = loaded.inventory.pods().len(),
         policies = loaded.policies.len(),
@@ -72,7 +75,7 @@ struct ErrorLine<'a> {
 
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let loaded = args.source.load()?;
-    let ev = Evaluator::new(&loaded.inventory, &loaded.policies);
+    let ev = Evaluator::new(&loaded.inventory, &loaded.policies).with_admin(&loaded.admin);
     let ids = Identities::new(&loaded.inventory, IdentityOptions::default());
     let input: Box<dyn BufRead> = if args.flows == "-" {
         Box::new(io::stdin().lock())

@@ -63,7 +63,7 @@ impl FromStr for PortArg {
 
 pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let loaded = args.source.load()?;
-    let ev = Evaluator::new(&loaded.inventory, &loaded.policies);
+    let ev = Evaluator::new(&loaded.inventory, &loaded.policies).with_admin(&loaded.admin);
     let record = FlowRecord::new(args.port.protocol, args.from, args.to, args.port.port);
     let conn = ev.connection(&record)?;
     let e = ev.explain(&conn);

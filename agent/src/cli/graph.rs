@@ -35,7 +35,7 @@ pub enum GraphFormat {
 
 pub fn run(args: GraphArgs) -> anyhow::Result<ExitCode> {
     let loaded = args.source.load()?;
-    let ev = Evaluator::new(&loaded.inventory, &loaded.policies);
+    let ev = Evaluator::new(&loaded.inventory, &loaded.policies).with_admin(&loaded.admin);
     let observed = if args.flows.is_empty() {
         None
     } else {

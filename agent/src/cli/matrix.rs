@@ -26,7 +26,7 @@ pub enum MatrixFormat {
 
 pub fn run(args: MatrixArgs) -> anyhow::Result<ExitCode> {
     let loaded = args.source.load()?;
-    let ev = Evaluator::new(&loaded.inventory, &loaded.policies);
+    let ev = Evaluator::new(&loaded.inventory, &loaded.policies).with_admin(&loaded.admin);
     let m = ev.matrix();
     let mut out = BufWriter::new(io::stdout().lock());
     match args.output {

@@ -11,7 +11,10 @@ use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::Value;
 
 use super::{InventoryError, build::InventoryBuilder, model::Inventory};
-use crate::policy::Policy;
+use crate::policy::{
+    AdminKind, AdminPolicy, Policy, Tier,
+    admin::{AdminObject, AnpSpec, CnpSpec},
+};
 
 /// Where an object came from: file, 1-based document index, and 1-based item index in a list.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,7 +39,9 @@ impl fmt::Display for Location {
 pub struct Manifests {
     builder: InventoryBuilder,
     policies: Vec<(Location, Policy)>,
+    admin: Vec<(Location, AdminPolicy)>,
     notes: Vec<String>,
+    warnings: Vec<String>,
     /// Unknown fields are notes, not errors.
     lenient: bool,
     /// The lines of the YAML document being read, and the file line of its first one.
@@ -50,8 +55,47 @@ pub struct Loaded {
     /// Valid NetworkPolicies, in the order read; a later one with the same namespace and name
     /// replaces an earlier one, as `kubectl apply` would.
     pub policies: Vec<Policy>,
+    /// Valid ClusterNetworkPolicies, AdminNetworkPolicies and the
+    /// BaselineAdminNetworkPolicy; a later one with the same kind and name replaces an earlier
+    /// one.
+    pub admin: Vec<AdminPolicy>,
     /// Objects skipped and other things a user may want to know.
     pub notes: Vec<String>,
+    /// What makes verdicts incomplete: policy kinds that are not evaluated.
+    pub warnings: Vec<String>,
+}
+
+/// Policy kinds trustmap does not evaluate, by API group: verdicts ignore them, and the loader
+/// says so.
+const UNEVALUATED_POLICY_KINDS: &[(&str, &[&str])] = &[
+    (
+        "cilium.io",
+        &["CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"],
+    ),
+    (
+        "projectcalico.org",
+        &[
+            "NetworkPolicy",
+            "GlobalNetworkPolicy",
+            "StagedNetworkPolicy",
+            "StagedGlobalNetworkPolicy",
+            "StagedKubernetesNetworkPolicy",
+            "Tier",
+        ],
+    ),
+    (
+        "crd.projectcalico.org",
+        &["NetworkPolicy", "GlobalNetworkPolicy"],
+    ),
+    ("k8s.cni.cncf.io", &["MultiNetworkPolicy"]),
+    ("crd.antrea.io", &["NetworkPolicy", "ClusterNetworkPolicy"]),
+];
+
+fn unevaluated(api_version: &str, kind: &str) -> bool {
+    let group = api_version.split_once('/').map_or("", |(g, _)| g);
+    UNEVALUATED_POLICY_KINDS
+        .iter()
+        .any(|(g, kinds)| *g == group && kinds.contains(&kind))
 }
 
 /// Reads files and directories (recursively: `.yaml`, `.yml` and `.json` files, in name order).
@@ -222,6 +266,36 @@ impl Manifests {
             ("discovery.k8s.io/v1", "EndpointSlice") => {
                 decode(doc, &loc, &mut ctx).and_then(|o| b.endpoint_slice(&o))
             }
+            (
+                "policy.networking.k8s.io/v1alpha2" | "policy.networking.k8s.io/v1beta1",
+                "ClusterNetworkPolicy",
+            ) => {
+                let o: AdminObject<CnpSpec> = decode(doc, &loc, &mut ctx)?;
+                let p = AdminPolicy::from_cnp(&o)
+                    .map_err(|e| in_document(&loc, &kind, &o.metadata.name, e.into()))?;
+                self.admin.push((loc.clone(), p));
+                Ok(())
+            }
+            (
+                "policy.networking.k8s.io/v1alpha1",
+                "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy",
+            ) => {
+                let o: AdminObject<AnpSpec> = decode(doc, &loc, &mut ctx)?;
+                let p = AdminPolicy::from_v1alpha1(&o, kind == "BaselineAdminNetworkPolicy")
+                    .map_err(|e| in_document(&loc, &kind, &o.metadata.name, e.into()))?;
+                self.admin.push((loc.clone(), p));
+                Ok(())
+            }
+            (api, k) if unevaluated(api, k) => {
+                let name = doc
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("(unnamed)");
+                self.warnings.push(format!(
+                    "{loc}: {api} {k} {name} is not evaluated: verdicts ignore it, so they may be wrong where it applies"
+                ));
+                Ok(())
+            }
             ("networking.k8s.io/v1", "NetworkPolicy") => {
                 let np = decode(doc, &loc, &mut ctx)?;
                 let policy = Policy::from_k8s(&np)
@@ -263,10 +337,42 @@ impl Manifests {
                 policies.push(p);
             }
         }
+        let mut admin: Vec<AdminPolicy> = Vec::new();
+        for (loc, p) in self.admin {
+            if let Some(old) = admin
+                .iter_mut()
+                .find(|o| o.kind == p.kind && o.name == p.name)
+            {
+                self.notes.push(format!(
+                    "{loc}: {} replaces an earlier one with the same name",
+                    p.key()
+                ));
+                *old = p;
+            } else {
+                admin.push(p);
+            }
+        }
+        if admin
+            .iter()
+            .filter(|p| p.kind == AdminKind::BaselineAdminNetworkPolicy)
+            .count()
+            > 0
+            && admin
+                .iter()
+                .any(|p| p.kind == AdminKind::ClusterNetworkPolicy && p.tier == Tier::Baseline)
+        {
+            self.notes.push(
+                "both a BaselineAdminNetworkPolicy and Baseline-tier ClusterNetworkPolicies: \
+                 the BaselineAdminNetworkPolicy is evaluated after all of them"
+                    .into(),
+            );
+        }
         Loaded {
             inventory: self.builder.build(),
             policies,
+            admin,
             notes: self.notes,
+            warnings: self.warnings,
         }
     }
 }

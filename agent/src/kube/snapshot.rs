@@ -222,7 +222,9 @@ impl Objects {
         Loaded {
             inventory: b.build(),
             policies,
+            admin: Vec::new(),
             notes,
+            warnings: Vec::new(),
         }
     }
 }

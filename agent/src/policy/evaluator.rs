@@ -10,8 +10,10 @@ use std::collections::HashMap;
 
 pub use super::verdict::{Connection, Exemption, RuleRef, SideVerdict, Verdict};
 use super::{
+    admin::AdminPolicy,
     model::{Direction, NamespaceScope, Peer, Policy, Rule},
     selector::Selector,
+    tiers::TierIndex,
 };
 use crate::{
     flow::{FlowRecord, Protocol},
@@ -20,7 +22,7 @@ use crate::{
 
 /// Pods a peer matches.
 #[derive(Debug)]
-enum PodSet {
+pub(super) enum PodSet {
     All,
     /// Every pod of these namespaces (bit per namespace).
     Namespaces(Vec<u64>),
@@ -28,11 +30,11 @@ enum PodSet {
     Pods(Vec<u64>),
 }
 
-fn bit(set: &[u64], i: usize) -> bool {
+pub(super) fn bit(set: &[u64], i: usize) -> bool {
     set.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
 }
 
-fn set_bit(set: &mut [u64], i: usize) {
+pub(super) fn set_bit(set: &mut [u64], i: usize) {
     set[i / 64] |= 1 << (i % 64);
 }
 
@@ -59,6 +61,9 @@ pub struct Evaluator<'a> {
     /// Per pod, the policies selecting it, in (namespace, name) order.
     ingress_of: Vec<Vec<u32>>,
     egress_of: Vec<Vec<u32>>,
+    /// ClusterNetworkPolicies, AdminNetworkPolicies and the BaselineAdminNetworkPolicy.
+    admin: &'a [AdminPolicy],
+    tiers: TierIndex,
 }
 
 impl<'a> Evaluator<'a> {
@@ -78,6 +83,8 @@ impl<'a> Evaluator<'a> {
             pod_sets: Vec::new(),
             ingress_of: vec![Vec::new(); n_pods],
             egress_of: vec![Vec::new(); n_pods],
+            admin: &[],
+            tiers: TierIndex::default(),
         };
 
         let mut selected: HashMap<(NamespaceId, &Selector), Vec<PodId>> = HashMap::new();
@@ -138,8 +145,28 @@ impl<'a> Evaluator<'a> {
         ev
     }
 
+    /// Adds the admin tiers: ClusterNetworkPolicies (Admin and Baseline tier),
+    /// AdminNetworkPolicies and the BaselineAdminNetworkPolicy.
+    pub fn with_admin(mut self, admin: &'a [AdminPolicy]) -> Self {
+        self.tiers = TierIndex::new(self.inventory, admin);
+        self.admin = admin;
+        self
+    }
+
     pub fn inventory(&self) -> &'a Inventory {
         self.inventory
+    }
+
+    /// The admin policies given to [`Evaluator::with_admin`]; [`TierRuleRef::policy`]
+    /// indexes this.
+    ///
+    /// [`TierRuleRef::policy`]: super::TierRuleRef::policy
+    pub fn admin_policies(&self) -> &'a [AdminPolicy] {
+        self.admin
+    }
+
+    pub(super) fn tiers(&self) -> &TierIndex {
+        &self.tiers
     }
 
     /// The policies, in the order given to [`Evaluator::new`]; [`RuleRef::policy`] indexes this.
@@ -176,7 +203,7 @@ impl<'a> Evaluator<'a> {
             };
         }
         let egress = match c.src {
-            Resolved::Pod { pod, .. } => self.side(Direction::Egress, pod, c),
+            Resolved::Pod { pod, .. } => self.layered_side(Direction::Egress, pod, c),
             Resolved::Host { .. } => SideVerdict::Exempt(Exemption::HostNetwork),
             Resolved::External(_) => SideVerdict::Exempt(Exemption::External),
         };
@@ -184,7 +211,7 @@ impl<'a> Evaluator<'a> {
             Resolved::Pod { pod, .. } if self.is_local_node(&c.src, pod) => {
                 SideVerdict::Exempt(Exemption::LocalNode)
             }
-            Resolved::Pod { pod, .. } => self.side(Direction::Ingress, pod, c),
+            Resolved::Pod { pod, .. } => self.layered_side(Direction::Ingress, pod, c),
             Resolved::Host { .. } => SideVerdict::Exempt(Exemption::HostNetwork),
             Resolved::External(_) => SideVerdict::Exempt(Exemption::External),
         };
@@ -210,7 +237,8 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    fn side(&self, direction: Direction, pod: PodId, c: &Connection) -> SideVerdict {
+    /// The NetworkPolicy tier of a side.
+    pub(super) fn side(&self, direction: Direction, pod: PodId, c: &Connection) -> SideVerdict {
         let selecting = self.selecting(direction, pod);
         if selecting.is_empty() {
             return SideVerdict::NotIsolated;
@@ -312,7 +340,7 @@ impl<'a> Evaluator<'a> {
     }
 }
 
-fn pod_set(inv: &Inventory, namespaces: &NamespaceScope, pods: &Selector) -> PodSet {
+pub(super) fn pod_set(inv: &Inventory, namespaces: &NamespaceScope, pods: &Selector) -> PodSet {
     let ns_ids: Vec<NamespaceId> = match namespaces {
         NamespaceScope::Named(n) => inv.namespace_id(n).into_iter().collect(),
         NamespaceScope::Selector(s) => (0..inv.namespaces().len() as u32)

@@ -6,9 +6,15 @@ use std::fmt;
 use serde::Serialize;
 
 use super::{
+    admin::{Action, Tier},
     evaluator::{Connection, Evaluator, Exemption, RuleRef, SideVerdict, Verdict},
     model::{Direction, PortMatcher},
+    verdict::TierRuleRef,
 };
+
+fn inv_describe(ev: &Evaluator<'_>, r: &Resolved) -> String {
+    ev.inventory().describe(r)
+}
 use crate::{flow::Protocol, inventory::Resolved};
 
 /// A verdict with its reasons. Serializes to the JSON that `check` writes.
@@ -47,8 +53,44 @@ pub struct SideExplanation {
     /// When denied: why each rule of each selecting policy did not match.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub misses: Vec<PolicyMiss>,
+    /// The Admin- or Baseline-tier rule that decided (or, for `unknown`, could decide).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier_rule: Option<TierRuleExplanation>,
+    /// For `undefined`: the rule of the same priority that disagrees with `tier_rule`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conflicting: Option<TierRuleExplanation>,
+    /// The Pass rules that sent this side on to the next tier, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub passed_by: Vec<TierRuleExplanation>,
     /// One sentence for people.
     pub reason: String,
+}
+
+/// A rule of an admin policy, named for people and tools.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TierRuleExplanation {
+    pub tier: Tier,
+    /// `Kind/name`.
+    pub policy: String,
+    pub priority: u32,
+    pub rule: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub action: Action,
+}
+
+impl fmt::Display for TierRuleExplanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (tier {}, priority {}) rule {}",
+            self.policy, self.tier, self.priority, self.rule
+        )?;
+        if let Some(n) = &self.name {
+            write!(f, " {n:?}")?;
+        }
+        write!(f, ": {}", self.action)
+    }
 }
 
 /// The rule that allowed a side. `peer` and `port` are absent when the rule's list is empty
@@ -80,8 +122,13 @@ pub struct RuleMiss {
     pub why: String,
 }
 
-fn decision(allowed: bool) -> &'static str {
-    if allowed { "allow" } else { "deny" }
+fn side_decision(v: &SideVerdict) -> &'static str {
+    match v {
+        SideVerdict::Unknown(_) => "unknown",
+        SideVerdict::Undefined(..) => "undefined",
+        v if v.allows() => "allow",
+        _ => "deny",
+    }
 }
 
 fn direction_name(d: Direction) -> &'static str {
@@ -104,7 +151,7 @@ impl Evaluator<'_> {
         let source = inv.describe(&c.src);
         let destination = inv.describe(&c.dst);
         Explanation {
-            verdict: decision(v.allowed()),
+            verdict: v.decision(),
             egress: self.explain_side(Direction::Egress, c, &c.src, &source, &v.egress),
             ingress: self.explain_side(Direction::Ingress, c, &c.dst, &destination, &v.ingress),
             source,
@@ -132,14 +179,35 @@ impl Evaluator<'_> {
             _ => Vec::new(),
         };
         let mut out = SideExplanation {
-            decision: decision(v.allows()),
+            decision: side_decision(v),
             isolated: !policies.is_empty(),
             policies,
             exemption: None,
             allowed_by: None,
             misses: Vec::new(),
+            tier_rule: None,
+            conflicting: None,
+            passed_by: Vec::new(),
             reason: String::new(),
         };
+        // Pass rules on the way: the Admin tier's for any later decision, the Baseline
+        // tier's for the default allow.
+        if let Resolved::Pod { pod, .. } = end
+            && !self.admin_policies().is_empty()
+            && !matches!(v, SideVerdict::Exempt(_))
+        {
+            let admin_decided = matches!(v, SideVerdict::Tier(r) | SideVerdict::Unknown(r) | SideVerdict::Undefined(r, _) if r.tier == Tier::Admin);
+            if !admin_decided {
+                if let Some(p) = self.tier_walk(Tier::Admin, direction, *pod, c).passed {
+                    out.passed_by.push(self.tier_rule(direction, &p));
+                }
+                if *v == SideVerdict::NotIsolated
+                    && let Some(p) = self.tier_walk(Tier::Baseline, direction, *pod, c).passed
+                {
+                    out.passed_by.push(self.tier_rule(direction, &p));
+                }
+            }
+        }
         match v {
             SideVerdict::Exempt(e) => {
                 let (tag, reason) = match e {
@@ -166,7 +234,41 @@ impl Evaluator<'_> {
                 out.reason = reason;
             }
             SideVerdict::NotIsolated => {
-                out.reason = format!("not isolated: no NetworkPolicy selects {name} for {dir}");
+                out.reason = if self.admin_policies().is_empty() {
+                    format!("not isolated: no NetworkPolicy selects {name} for {dir}")
+                } else {
+                    format!(
+                        "not isolated: no NetworkPolicy selects {name} for {dir}, and no Baseline-tier rule decides: allowed by default"
+                    )
+                };
+            }
+            SideVerdict::Tier(r) => {
+                let t = self.tier_rule(direction, r);
+                out.reason = format!(
+                    "{} by {t}",
+                    if r.action == super::Action::Accept {
+                        "accepted"
+                    } else {
+                        "denied"
+                    }
+                );
+                out.tier_rule = Some(t);
+            }
+            SideVerdict::Unknown(r) => {
+                let t = self.tier_rule(direction, r);
+                out.reason = format!(
+                    "unknown: the first rule that could decide, {t}, names its peers by domainNames, and the DNS names of {} are not known",
+                    inv_describe(self, &c.dst)
+                );
+                out.tier_rule = Some(t);
+            }
+            SideVerdict::Undefined(a, b) => {
+                let (ta, tb) = (self.tier_rule(direction, a), self.tier_rule(direction, b));
+                out.reason = format!(
+                    "undefined: {ta} and {tb} have the same priority and both match; the API leaves which one applies to the implementation"
+                );
+                out.tier_rule = Some(ta);
+                out.conflicting = Some(tb);
             }
             SideVerdict::Allowed(r) => {
                 out.reason = self.allowed_reason(direction, r);
@@ -195,7 +297,23 @@ impl Evaluator<'_> {
                 };
             }
         }
+        if !out.passed_by.is_empty() {
+            let passes: Vec<String> = out.passed_by.iter().map(ToString::to_string).collect();
+            out.reason = format!("passed by {}; then {}", passes.join(", then "), out.reason);
+        }
         out
+    }
+
+    fn tier_rule(&self, direction: Direction, r: &TierRuleRef) -> TierRuleExplanation {
+        let p = &self.admin_policies()[r.policy as usize];
+        TierRuleExplanation {
+            tier: r.tier,
+            policy: p.key(),
+            priority: p.priority,
+            rule: r.rule,
+            name: p.rules(direction)[r.rule as usize].name.clone(),
+            action: r.action,
+        }
     }
 
     fn allowed_reason(&self, direction: Direction, r: &RuleRef) -> String {
@@ -303,6 +421,12 @@ impl fmt::Display for Explanation {
                 writeln!(f, "    selected by: {}", side.policies.join(", "))?;
             }
             writeln!(f, "    {}", side.reason)?;
+            if let Some(t) = &side.tier_rule {
+                writeln!(f, "    tier rule: {t}")?;
+            }
+            if let Some(t) = &side.conflicting {
+                writeln!(f, "    conflicts with: {t}")?;
+            }
             for m in &side.misses {
                 if m.rules.is_empty() {
                     writeln!(f, "    {}: no {dir} rules", m.policy)?;

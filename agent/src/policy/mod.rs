@@ -1,4 +1,5 @@
-//! NetworkPolicy (networking.k8s.io/v1) semantics: the validated model, the evaluator that decides
+//! NetworkPolicy (networking.k8s.io/v1) semantics, with the admin tiers of ClusterNetworkPolicy
+//! and AdminNetworkPolicy around it ([`admin`]): the validated models, the evaluator that decides
 //! whether a connection is allowed, and explanations of its verdicts.
 //!
 //! Pure: no IO, no clock, no kube client. Inputs are an [`Inventory`](crate::inventory::Inventory)
@@ -12,6 +13,7 @@
 //!                                                                        └─▶ allowed_ports(src,dst) → PortSet
 //! ```
 
+pub mod admin;
 mod convert;
 mod evaluator;
 mod explain;
@@ -20,20 +22,24 @@ mod model;
 mod ports;
 mod reach;
 mod selector;
+mod tiers;
 mod verdict;
 
 #[cfg(test)]
 mod cni_tests;
 #[cfg(test)]
 mod rules_tests;
+#[cfg(test)]
+mod tiers_tests;
 
+pub use admin::{Action, AdminKind, AdminPeer, AdminPolicy, AdminRule, Subject, Tier};
 pub use evaluator::Evaluator;
 pub use explain::{AllowedBy, Explanation, PolicyMiss, RuleMiss, SideExplanation};
 pub use matrix::{Cell, EXTERNAL_REPRESENTATIVE, Entity, Matrix};
 pub use model::{Direction, IpBlock, NamespaceScope, Peer, Policy, PortMatcher, PortSpec, Rule};
 pub use ports::{PortRanges, PortSet};
 pub use selector::{Labels, Operator, Requirement, Selector};
-pub use verdict::{Connection, Exemption, RuleRef, SideVerdict, Verdict};
+pub use verdict::{Connection, Exemption, RuleRef, SideVerdict, TierRuleRef, Verdict};
 
 /// Why a NetworkPolicy is invalid. `field` is the path inside the object, such as
 /// `spec.ingress[0].from[1].ipBlock.cidr`.
@@ -97,4 +103,24 @@ pub enum PolicyError {
     /// A peer with no selector and no ipBlock, or with both.
     #[error("{field}: invalid peer: {reason}")]
     InvalidPeer { field: String, reason: &'static str },
+    /// Another structural mistake, such as two keys where exactly one is allowed.
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: &'static str },
+    /// A required field is missing.
+    #[error("{field}: required field missing")]
+    MissingField { field: String },
+    /// A number outside its range.
+    #[error("{field}: {value} is out of range {range}")]
+    OutOfRange {
+        field: String,
+        value: i64,
+        range: &'static str,
+    },
+    /// A value that is not one of those allowed.
+    #[error("{field}: invalid value {value:?}: expected {expected}")]
+    InvalidValue {
+        field: String,
+        value: String,
+        expected: &'static str,
+    },
 }

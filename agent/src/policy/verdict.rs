@@ -1,5 +1,6 @@
 //! What the evaluator decides: a [`Verdict`] per [`Connection`], one [`SideVerdict`] per side.
 
+use super::admin::{Action, Tier};
 use crate::{flow::Protocol, inventory::Resolved};
 
 /// A connection to decide: resolved ends, protocol and destination port.
@@ -26,6 +27,25 @@ impl Verdict {
     pub fn allowed(&self) -> bool {
         self.egress.allows() && self.ingress.allows()
     }
+
+    /// `allow`, `deny`, `undefined` (two equal-priority admin policies disagree) or `unknown`
+    /// (a `domainNames` rule decides, and the destination's names are not known). A side that
+    /// denies for certain makes it `deny`.
+    pub fn decision(&self) -> &'static str {
+        let sides = [self.egress, self.ingress];
+        if sides.iter().any(SideVerdict::denies) {
+            "deny"
+        } else if sides
+            .iter()
+            .any(|s| matches!(s, SideVerdict::Undefined(..)))
+        {
+            "undefined"
+        } else if sides.iter().any(|s| matches!(s, SideVerdict::Unknown(_))) {
+            "unknown"
+        } else {
+            "allow"
+        }
+    }
 }
 
 /// The decision of one side.
@@ -39,12 +59,44 @@ pub enum SideVerdict {
     Allowed(RuleRef),
     /// Isolated, and no rule of any selecting policy matches.
     Denied,
+    /// An Admin- or Baseline-tier rule decided (its action is Accept or Deny).
+    Tier(TierRuleRef),
+    /// The first rule that could decide has a `domainNames` peer, and the names of the
+    /// destination are not known: the verdict is unknown.
+    Unknown(TierRuleRef),
+    /// Two policies of the same tier and priority both match with different actions: the API
+    /// leaves the outcome to the implementation.
+    Undefined(TierRuleRef, TierRuleRef),
 }
 
 impl SideVerdict {
+    /// Allowed for certain.
     pub fn allows(&self) -> bool {
-        !matches!(self, Self::Denied)
+        match self {
+            Self::Denied | Self::Unknown(_) | Self::Undefined(..) => false,
+            Self::Tier(r) => r.action == Action::Accept,
+            Self::Exempt(_) | Self::NotIsolated | Self::Allowed(_) => true,
+        }
     }
+
+    /// Denied for certain.
+    pub fn denies(&self) -> bool {
+        match self {
+            Self::Denied => true,
+            Self::Tier(r) => r.action == Action::Deny,
+            _ => false,
+        }
+    }
+}
+
+/// The rule of an admin policy that decided or passed a side: indexes into the admin policies
+/// given to [`Evaluator::with_admin`](super::Evaluator::with_admin) and the direction's rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TierRuleRef {
+    pub tier: Tier,
+    pub policy: u32,
+    pub rule: u32,
+    pub action: Action,
 }
 
 /// Why a side is allowed without consulting policies. These are the choices of the mainstream

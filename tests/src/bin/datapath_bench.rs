@@ -5,6 +5,8 @@
 //! 2. iperf3 TCP throughput between two pods across veth and bridge, without and with the agent,
 //!    alternating.
 //! 3. A burst of new connections: captured against generated, with the drop counter.
+//! 4. The whole agent (`trustmap agent`) under 10 000 new connections per second: its CPU and
+//!    its memory once it tracks 100 000 flows and holds 20 000 edges.
 
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
@@ -28,7 +30,134 @@ fn main() {
     per_packet();
     throughput();
     burst();
+    agent_load();
     attach_latency();
+}
+
+/// One field of /proc/PID/status, in kB.
+fn status_kb(pid: i32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) of a process, in seconds.
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) as f64 / hz
+}
+
+fn agent_load() {
+    const RATE: u32 = 10_000;
+    const FLOWS: u32 = 100_000;
+    const PORTS: u32 = 20_000;
+    let cluster = Cluster::start(&ClusterSpec::client_and_server());
+    let (client, server) = (cluster.pod("client"), cluster.pod("server"));
+    // No port unreachables from the server: every datagram is a one-way connection, which the
+    // agent learns as an edge (one per port).
+    let nft = "table inet bench { chain out { type filter hook output priority 0; \
+               icmp type destination-unreachable drop; \
+               icmpv6 type destination-unreachable drop; } }";
+    let ok = Command::new("ip")
+        .args(["netns", "exec", &server.netns, "nft", nft])
+        .status()
+        .expect("nft")
+        .success();
+    assert!(ok, "nft in the server's namespace");
+    let dir = std::env::temp_dir().join(format!("trustmap-bench-agent-{}", cluster.prefix));
+    std::fs::create_dir_all(dir.join("state")).expect("dirs");
+    let mut text = trustmap_e2e::manifests::namespace("bench", &[]);
+    for p in [client, server] {
+        text += &trustmap_e2e::manifests::pod(p, "bench", &Default::default());
+    }
+    std::fs::write(dir.join("cluster.yaml"), text).expect("manifests");
+    let pattern = cluster.pod_interface_pattern();
+    let (manifests, state) = (
+        dir.join("cluster.yaml").display().to_string(),
+        dir.join("state").display().to_string(),
+    );
+    let mut agent = Agent::start_in(
+        "agent-load",
+        &[
+            "agent",
+            "--inventory",
+            "manifests",
+            "--manifests",
+            &manifests,
+            "--state-dir",
+            &state,
+            "--interface",
+            &pattern,
+            "--listen",
+            "127.0.0.1:0",
+            "--answer-timeout",
+            "1",
+            "--max-flows",
+            "262144",
+        ],
+        false,
+    );
+    let pid = agent.pid();
+    let rss_idle = status_kb(pid, "VmRSS:");
+    let cpu0 = cpu_seconds(pid);
+    let dst = IpAddr::V4(server.ipv4);
+    // FLOWS distinct 5-tuples: FLOWS / PORTS sockets, each to every port once.
+    let (sent, elapsed) = in_netns(&client.netns, move || {
+        let socks: Vec<UdpSocket> = (0..FLOWS / PORTS)
+            .map(|_| UdpSocket::bind("0.0.0.0:0").expect("bind"))
+            .collect();
+        let started = Instant::now();
+        let mut sent = 0u32;
+        while sent < FLOWS && started.elapsed() < Duration::from_secs(60) {
+            let due = (started.elapsed().as_micros() as u64 * u64::from(RATE) / 1_000_000) as u32;
+            while sent < due.min(FLOWS) {
+                let sock = &socks[(sent / PORTS) as usize];
+                let port = 10_000 + (sent % PORTS) as u16;
+                let _ = sock.send_to(b"x", SocketAddr::new(dst, port));
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        (sent, started.elapsed())
+    });
+    let cpu_load = cpu_seconds(pid) - cpu0;
+    // Let the last starts time out (one-way after 1 s) and reach the graph.
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu_total = cpu_seconds(pid) - cpu0;
+    let (rss, peak) = (status_kb(pid, "VmRSS:"), status_kb(pid, "VmHWM:"));
+    let stopped = agent.signal_and_wait(libc::SIGTERM);
+    assert!(stopped, "{}", agent.log_text());
+    // The graph the agent saved when it stopped: one edge per line.
+    let edges_saved = std::fs::read_to_string(dir.join("state").join("graph.jsonl"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
+    let _ = std::fs::remove_dir_all(&dir);
+    let secs = elapsed.as_secs_f64();
+    println!("### the whole agent under new connections (UDP, one-way, distinct 5-tuples)\n");
+    println!(
+        "| connections | in | rate | CPU during the load | CPU incl. 3 s settling | RSS idle | RSS after | peak RSS | edges |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| {sent} | {secs:.1} s | {:.0}/s | {:.3} cores | {:.3} cores | {:.1} MiB | {:.1} MiB | {:.1} MiB | {edges_saved} |\n",
+        f64::from(sent) / secs,
+        cpu_load / secs,
+        cpu_total / (secs + 3.0),
+        rss_idle as f64 / 1024.0,
+        rss as f64 / 1024.0,
+        peak as f64 / 1024.0,
+    );
 }
 
 /// Time from `ip link add` of a new veth to the agent's "attached" log line, whose timestamp

@@ -1,0 +1,295 @@
+//! The admin tiers in the evaluator: which admin policies select each pod, their peers
+//! compiled once, and the walk of a tier for one side of a connection. Pure.
+//!
+//! A side is decided by the Admin tier (the first matching rule of the policies selecting the
+//! pod, by priority), then by NetworkPolicy when one isolates the pod, then by the Baseline
+//! tier, then allowed. Pass skips the rest of its tier.
+
+use super::{
+    admin::{Action, AdminPeer, AdminPolicy, Subject, Tier},
+    evaluator::{Evaluator, PodSet, bit, pod_set, set_bit},
+    model::{Direction, NamespaceScope},
+    selector::Selector,
+    verdict::{Connection, SideVerdict, TierRuleRef},
+};
+use crate::inventory::{ContainerPort, Inventory, NamespaceId, PodId, Resolved};
+
+/// A compiled admin peer.
+#[derive(Debug, Clone, Copy)]
+enum Compiled {
+    /// Index into [`TierIndex::pod_sets`].
+    Pods(u32),
+    /// Index into [`TierIndex::node_sets`].
+    Nodes(u32),
+    Networks,
+    DomainNames,
+}
+
+/// The admin policies, indexed against an inventory.
+#[derive(Debug, Default)]
+pub(super) struct TierIndex {
+    /// By tier (Admin, Baseline) and direction (ingress, egress), per pod: the policies
+    /// selecting it, by priority, then kind and name.
+    selecting: [[Vec<Vec<u32>>; 2]; 2],
+    /// Per policy: per direction, per rule, per peer.
+    peers: Vec<[Vec<Vec<Compiled>>; 2]>,
+    pod_sets: Vec<PodSet>,
+    node_sets: Vec<Vec<u64>>,
+}
+
+fn tier_index(t: Tier) -> usize {
+    match t {
+        Tier::Admin => 0,
+        Tier::Baseline => 1,
+    }
+}
+
+fn dir_index(d: Direction) -> usize {
+    match d {
+        Direction::Ingress => 0,
+        Direction::Egress => 1,
+    }
+}
+
+/// What walking a tier gives a side.
+pub(super) struct TierWalk {
+    /// Accept, Deny, unknown or undefined; `None` when the tier passed or nothing matched.
+    pub decided: Option<SideVerdict>,
+    /// The Pass rule that sent the side to the next tier.
+    pub passed: Option<TierRuleRef>,
+}
+
+impl TierIndex {
+    pub(super) fn new(inv: &Inventory, admin: &[AdminPolicy]) -> Self {
+        let n_pods = inv.pods().len();
+        let mut idx = Self {
+            selecting: std::array::from_fn(|_| std::array::from_fn(|_| vec![Vec::new(); n_pods])),
+            ..Self::default()
+        };
+        let mut order: Vec<u32> = (0..admin.len() as u32).collect();
+        order.sort_by_key(|&i| {
+            let p = &admin[i as usize];
+            (p.priority, p.kind.to_string(), p.name.clone())
+        });
+        for &pi in &order {
+            let p = &admin[pi as usize];
+            let (namespaces, pods) = match &p.subject {
+                Subject::Namespaces(ns) => (ns, None),
+                Subject::Pods { namespaces, pods } => (namespaces, Some(pods)),
+            };
+            for (nsi, ns) in inv.namespaces().iter().enumerate() {
+                if !namespaces.matches(&ns.labels) {
+                    continue;
+                }
+                for &id in inv.pods_in(NamespaceId(nsi as u32)) {
+                    let pod = inv.pod(id);
+                    if pod.host_network || pods.is_some_and(|s| !s.matches(&pod.labels)) {
+                        continue;
+                    }
+                    let t = tier_index(p.tier);
+                    for (d, rules) in [(0, &p.ingress), (1, &p.egress)] {
+                        if !rules.is_empty() {
+                            idx.selecting[t][d][id.index()].push(pi);
+                        }
+                    }
+                }
+            }
+        }
+        for p in admin {
+            let compiled = [&p.ingress, &p.egress].map(|rules| {
+                rules
+                    .iter()
+                    .map(|r| r.peers.iter().map(|peer| idx.compile(inv, peer)).collect())
+                    .collect()
+            });
+            idx.peers.push(compiled);
+        }
+        idx
+    }
+
+    fn compile(&mut self, inv: &Inventory, peer: &AdminPeer) -> Compiled {
+        let everything = Selector::everything();
+        let (namespaces, pods) = match peer {
+            AdminPeer::Namespaces(ns) => (ns, &everything),
+            AdminPeer::Pods { namespaces, pods } => (namespaces, pods),
+            AdminPeer::Nodes(sel) => {
+                let mut bits = vec![0u64; inv.nodes().len().div_ceil(64).max(1)];
+                for (i, n) in inv.nodes().iter().enumerate() {
+                    if sel.matches(&n.labels) {
+                        set_bit(&mut bits, i);
+                    }
+                }
+                self.node_sets.push(bits);
+                return Compiled::Nodes(self.node_sets.len() as u32 - 1);
+            }
+            AdminPeer::Networks(_) => return Compiled::Networks,
+            AdminPeer::DomainNames(_) => return Compiled::DomainNames,
+        };
+        let set = pod_set(inv, &NamespaceScope::Selector(namespaces.clone()), pods);
+        self.pod_sets.push(set);
+        Compiled::Pods(self.pod_sets.len() as u32 - 1)
+    }
+}
+
+/// How a rule's peers match an end.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PeerMatch {
+    No,
+    Yes,
+    /// Only through a `domainNames` peer, whose names are not known.
+    Unknown,
+}
+
+impl Evaluator<'_> {
+    /// Walks one tier for one side of `c`, `pod` being the end the side belongs to.
+    pub(super) fn tier_walk(
+        &self,
+        tier: Tier,
+        direction: Direction,
+        pod: PodId,
+        c: &Connection,
+    ) -> TierWalk {
+        let mut out = TierWalk {
+            decided: None,
+            passed: None,
+        };
+        let idx = self.tiers();
+        let Some(list) = idx.selecting[tier_index(tier)][dir_index(direction)].get(pod.index())
+        else {
+            return out;
+        };
+        let (end, dst_ports) = self.peer_and_ports(direction, c);
+        let admin = self.admin_policies();
+        let mut i = 0;
+        while i < list.len() {
+            let priority = admin[list[i] as usize].priority;
+            let j = i + list[i..]
+                .iter()
+                .take_while(|&&p| admin[p as usize].priority == priority)
+                .count();
+            // The first matching rule of each policy of this priority.
+            let found: Vec<(TierRuleRef, bool)> = list[i..j]
+                .iter()
+                .filter_map(|&pi| self.first_rule(tier, pi, direction, &end, c, dst_ports))
+                .collect();
+            i = j;
+            let Some(&(first, unknown)) = found.first() else {
+                continue;
+            };
+            if let Some(&(other, _)) = found
+                .iter()
+                .find(|(r, u)| r.action != first.action || *u != unknown)
+            {
+                out.decided = Some(SideVerdict::Undefined(first, other));
+                return out;
+            }
+            if unknown {
+                out.decided = Some(SideVerdict::Unknown(first));
+            } else if first.action == Action::Pass {
+                out.passed = Some(first);
+            } else {
+                out.decided = Some(SideVerdict::Tier(first));
+            }
+            return out;
+        }
+        out
+    }
+
+    /// The first rule of admin policy `pi` for `direction` whose ports and peers match; `true`
+    /// beside it when it matches only through unknown domain names.
+    fn first_rule(
+        &self,
+        tier: Tier,
+        pi: u32,
+        direction: Direction,
+        end: &Resolved,
+        c: &Connection,
+        dst_ports: &[ContainerPort],
+    ) -> Option<(TierRuleRef, bool)> {
+        let p = &self.admin_policies()[pi as usize];
+        let compiled = &self.tiers().peers[pi as usize][dir_index(direction)];
+        for (ri, rule) in p.rules(direction).iter().enumerate() {
+            let ports_match = rule.ports.is_empty()
+                || rule
+                    .ports
+                    .iter()
+                    .any(|m| m.matches(c.protocol, c.port, dst_ports));
+            if !ports_match {
+                continue;
+            }
+            let mut matched = PeerMatch::No;
+            for (k, peer) in rule.peers.iter().enumerate() {
+                match self.admin_peer_matches(compiled[ri][k], peer, end) {
+                    PeerMatch::Yes => {
+                        matched = PeerMatch::Yes;
+                        break;
+                    }
+                    PeerMatch::Unknown => matched = PeerMatch::Unknown,
+                    PeerMatch::No => {}
+                }
+            }
+            if matched != PeerMatch::No {
+                let r = TierRuleRef {
+                    tier,
+                    policy: pi,
+                    rule: ri as u32,
+                    action: rule.action,
+                };
+                return Some((r, matched == PeerMatch::Unknown));
+            }
+        }
+        None
+    }
+
+    fn admin_peer_matches(&self, m: Compiled, peer: &AdminPeer, end: &Resolved) -> PeerMatch {
+        let inv = self.inventory();
+        let yes = |b: bool| if b { PeerMatch::Yes } else { PeerMatch::No };
+        match (m, peer) {
+            (Compiled::Pods(set), _) => yes(match *end {
+                Resolved::Pod { pod, .. } => match &self.tiers().pod_sets[set as usize] {
+                    PodSet::All => true,
+                    PodSet::Namespaces(bits) => bit(bits, inv.pod(pod).namespace.index()),
+                    PodSet::Pods(bits) => bit(bits, pod.index()),
+                },
+                _ => false,
+            }),
+            (Compiled::Nodes(set), _) => {
+                let node = match *end {
+                    Resolved::Host { node: Some(n), .. } => Some(n),
+                    Resolved::Host { ip: Some(ip), .. } => inv.node_by_ip(ip),
+                    _ => None,
+                };
+                yes(node.is_some_and(|n| bit(&self.tiers().node_sets[set as usize], n.index())))
+            }
+            (Compiled::Networks, AdminPeer::Networks(nets)) => yes(end
+                .ip()
+                .is_some_and(|ip| nets.iter().any(|n| n.contains(&ip)))),
+            (Compiled::DomainNames, _) if matches!(end, Resolved::External(_)) => {
+                PeerMatch::Unknown
+            }
+            _ => PeerMatch::No,
+        }
+    }
+
+    /// A side of a pod, through the tiers: Admin, NetworkPolicy, Baseline, then allowed.
+    pub(super) fn layered_side(
+        &self,
+        direction: Direction,
+        pod: PodId,
+        c: &Connection,
+    ) -> SideVerdict {
+        if self.admin_policies().is_empty() {
+            return self.side(direction, pod, c);
+        }
+        if let Some(v) = self.tier_walk(Tier::Admin, direction, pod, c).decided {
+            return v;
+        }
+        let v = self.side(direction, pod, c);
+        if v != SideVerdict::NotIsolated {
+            return v;
+        }
+        self.tier_walk(Tier::Baseline, direction, pod, c)
+            .decided
+            .unwrap_or(SideVerdict::NotIsolated)
+    }
+}
