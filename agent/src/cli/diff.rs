@@ -62,12 +62,14 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let inv = &loaded.inventory;
+    // The admin tiers in force: those of --manifests and of --current.
+    let mut admin = loaded.admin.clone();
     let current = if args.current.is_empty() {
         loaded.policies.clone()
     } else {
-        load_paths(&args.current)
-            .context("reading --current")?
-            .policies
+        let c = load_paths(&args.current).context("reading --current")?;
+        admin.extend(c.admin);
+        c.policies
     };
     let ids = Identities::new(
         inv,
@@ -94,7 +96,7 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
         }
         synthesize(&ids, &graph, &SynthOptions::default())?.to_policies()?
     };
-    let diff = connectivity_diff(inv, &current, &reference, &extra);
+    let diff = connectivity_diff(inv, &current, &reference, &admin, &extra);
     let mut out = BufWriter::new(io::stdout().lock());
     match args.output {
         DiffFormat::Json => {

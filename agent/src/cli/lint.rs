@@ -142,6 +142,7 @@ pub fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
     let findings = lint::lint(&LintInput {
         inventory: &loaded.inventory,
         policies: &loaded.policies,
+        admin: &loaded.admin,
         sources: &sources,
         observed: observed.as_deref(),
         options: &opts,

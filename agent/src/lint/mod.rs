@@ -115,6 +115,8 @@ impl LintOptions {
 pub struct LintInput<'a> {
     pub inventory: &'a Inventory,
     pub policies: &'a [Policy],
+    /// The admin tiers in force: findings about what a pod can reach account for them.
+    pub admin: &'a [crate::policy::AdminPolicy],
     pub sources: &'a Sources,
     /// `Some` when flows were given (possibly none observed).
     pub observed: Option<&'a [ObservedConnection]>,

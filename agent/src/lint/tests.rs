@@ -210,6 +210,7 @@ fn run_with(extra: &str, observed: Option<&[(&str, &str, Protocol, u16)]>) -> Ve
     lint(&LintInput {
         inventory: inv,
         policies: &r.loaded.policies,
+        admin: &r.loaded.admin,
         sources: &r.sources,
         observed: conns.as_deref(),
         options: &opts,

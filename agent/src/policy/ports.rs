@@ -54,6 +54,32 @@ impl PortRanges {
         Self(out)
     }
 
+    /// The ports in `self` and not in `other`.
+    pub fn minus(&self, other: &Self) -> Self {
+        let mut out = Vec::new();
+        for &(s, e) in &self.0 {
+            let mut start = u32::from(s);
+            let end = u32::from(e);
+            for &(os, oe) in &other.0 {
+                let (os, oe) = (u32::from(os), u32::from(oe));
+                if oe < start || os > end {
+                    continue;
+                }
+                if os > start {
+                    out.push((start as u16, (os - 1) as u16));
+                }
+                start = oe + 1;
+                if start > end {
+                    break;
+                }
+            }
+            if start <= end {
+                out.push((start as u16, end as u16));
+            }
+        }
+        Self(out)
+    }
+
     pub fn intersect(&self, other: &Self) -> Self {
         let (mut i, mut j, mut out) = (0, 0, Vec::new());
         while i < self.0.len() && j < other.0.len() {
@@ -160,6 +186,16 @@ impl PortSet {
         }
     }
 
+    /// What is in `self` and not in `o`.
+    pub fn minus(&self, o: &Self) -> Self {
+        Self {
+            tcp: self.tcp.minus(&o.tcp),
+            udp: self.udp.minus(&o.udp),
+            sctp: self.sctp.minus(&o.sctp),
+            portless: self.portless && !o.portless,
+        }
+    }
+
     pub fn intersect(&self, o: &Self) -> Self {
         Self {
             tcp: self.tcp.intersect(&o.tcp),
@@ -233,6 +269,10 @@ mod tests {
         fn union_and_intersection_agree_with_membership(a in ranges(), b in ranges(), p: u16) {
             prop_assert_eq!(a.union(&b).contains(p), a.contains(p) || b.contains(p));
             prop_assert_eq!(a.intersect(&b).contains(p), a.contains(p) && b.contains(p));
+            prop_assert_eq!(a.minus(&b).contains(p), a.contains(p) && !b.contains(p));
+            // Still sorted, disjoint and non-adjacent: the canonical form equality relies on.
+            let m = a.minus(&b);
+            prop_assert_eq!(m.union(&PortRanges::empty()), m);
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use super::{
     evaluator::Evaluator,
-    model::{Direction, PortSpec, Rule},
+    model::{Direction, PortMatcher, PortSpec},
     ports::{PortRanges, PortSet},
     verdict::Connection,
 };
@@ -37,7 +37,7 @@ impl Evaluator<'_> {
             return PortSet::all();
         }
         let egress = match *src {
-            Resolved::Pod { pod, .. } => self.side_ports(Direction::Egress, pod, &probe),
+            Resolved::Pod { pod, .. } => self.layered_ports(Direction::Egress, pod, &probe),
             _ => PortSet::all(),
         };
         if egress.is_empty() {
@@ -45,17 +45,23 @@ impl Evaluator<'_> {
         }
         let ingress = match *dst {
             Resolved::Pod { pod, .. } if !self.is_local_node(src, pod) => {
-                self.side_ports(Direction::Ingress, pod, &probe)
+                self.layered_ports(Direction::Ingress, pod, &probe)
             }
             _ => PortSet::all(),
         };
         egress.intersect(&ingress)
     }
 
-    fn side_ports(&self, direction: Direction, pod: PodId, c: &Connection) -> PortSet {
+    /// The NetworkPolicy tier's ports of a side; `None` when no NetworkPolicy isolates it.
+    pub(super) fn side_ports(
+        &self,
+        direction: Direction,
+        pod: PodId,
+        c: &Connection,
+    ) -> Option<PortSet> {
         let selecting = self.selecting(direction, pod);
         if selecting.is_empty() {
-            return PortSet::all();
+            return None;
         }
         let (peer, dst_ports) = self.peer_and_ports(direction, c);
         let mut out = PortSet::empty();
@@ -65,21 +71,22 @@ impl Evaluator<'_> {
                 .unwrap_or_default();
             for (ri, rule) in rules.iter().enumerate() {
                 if self.peer_match(pi, direction, ri, &peer).is_some() {
-                    out = out.union(&rule_ports(rule, dst_ports));
+                    out = out.union(&ports_of(&rule.ports, dst_ports));
                 }
             }
         }
-        out
+        Some(out)
     }
 }
 
-/// The ports a rule allows towards a destination with these container ports.
-fn rule_ports(rule: &Rule, dst_ports: &[ContainerPort]) -> PortSet {
-    if rule.ports.is_empty() {
+/// The ports a rule's port list names towards a destination with these container ports (an
+/// empty list: all).
+pub(super) fn ports_of(ports: &[PortMatcher], dst_ports: &[ContainerPort]) -> PortSet {
+    if ports.is_empty() {
         return PortSet::all();
     }
     let mut out = PortSet::empty();
-    for m in &rule.ports {
+    for m in ports {
         let ranges = match &m.port {
             PortSpec::All => PortRanges::all(),
             PortSpec::Range { start, end } => PortRanges::range(*start, *end),

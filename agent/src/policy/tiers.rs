@@ -9,6 +9,8 @@ use super::{
     admin::{Action, AdminPeer, AdminPolicy, Subject, Tier},
     evaluator::{Evaluator, PodSet, bit, pod_set, set_bit},
     model::{Direction, NamespaceScope},
+    ports::PortSet,
+    reach::ports_of,
     selector::Selector,
     verdict::{Connection, SideVerdict, TierRuleRef},
 };
@@ -291,5 +293,108 @@ impl Evaluator<'_> {
         self.tier_walk(Tier::Baseline, direction, pod, c)
             .decided
             .unwrap_or(SideVerdict::NotIsolated)
+    }
+}
+
+/// Ports of one side, sorted by what the tiers do with them.
+#[derive(Default)]
+struct PortFate {
+    accepted: PortSet,
+    passed: PortSet,
+}
+
+impl Evaluator<'_> {
+    /// The ports a side allows, through the tiers (see [`Evaluator::layered_side`]): for each
+    /// port, the same decision [`Evaluator::evaluate`] makes. Ports two equal-priority
+    /// policies disagree on, and ports reached through unknown domain names, are not allowed.
+    pub(super) fn layered_ports(
+        &self,
+        direction: Direction,
+        pod: PodId,
+        c: &Connection,
+    ) -> PortSet {
+        let np = || self.side_ports(direction, pod, c);
+        if self.admin_policies().is_empty() {
+            return np().unwrap_or_else(PortSet::all);
+        }
+        let (admin, rest) = self.tier_ports(Tier::Admin, direction, pod, c, PortSet::all());
+        let undecided = rest.union(&admin.passed);
+        if let Some(n) = np() {
+            return admin.accepted.union(&undecided.intersect(&n));
+        }
+        let (baseline, rest) = self.tier_ports(Tier::Baseline, direction, pod, c, undecided);
+        admin
+            .accepted
+            .union(&baseline.accepted)
+            .union(&baseline.passed)
+            .union(&rest)
+    }
+
+    /// Walks a tier over the ports `open`: what it accepts and passes, and what it leaves
+    /// undecided.
+    fn tier_ports(
+        &self,
+        tier: Tier,
+        direction: Direction,
+        pod: PodId,
+        c: &Connection,
+        mut open: PortSet,
+    ) -> (PortFate, PortSet) {
+        let mut fate = PortFate::default();
+        let idx = self.tiers();
+        let Some(list) = idx.selecting[tier_index(tier)][dir_index(direction)].get(pod.index())
+        else {
+            return (fate, open);
+        };
+        let (end, dst_ports) = self.peer_and_ports(direction, c);
+        let admin = self.admin_policies();
+        let mut i = 0;
+        while i < list.len() && !open.is_empty() {
+            let priority = admin[list[i] as usize].priority;
+            let j = i + list[i..]
+                .iter()
+                .take_while(|&&p| admin[p as usize].priority == priority)
+                .count();
+            // Per action, the ports the group's policies give it (each policy's rules in
+            // order, each port to its first matching rule).
+            let (mut acc, mut deny, mut pass) =
+                (PortSet::empty(), PortSet::empty(), PortSet::empty());
+            for &pi in &list[i..j] {
+                let p = &admin[pi as usize];
+                let compiled = &idx.peers[pi as usize][dir_index(direction)];
+                let mut left = open.clone();
+                for (ri, rule) in p.rules(direction).iter().enumerate() {
+                    let m = rule
+                        .peers
+                        .iter()
+                        .enumerate()
+                        .map(|(k, peer)| self.admin_peer_matches(compiled[ri][k], peer, &end))
+                        .fold(PeerMatch::No, |a, b| match (a, b) {
+                            (PeerMatch::Yes, _) | (_, PeerMatch::Yes) => PeerMatch::Yes,
+                            (PeerMatch::Unknown, _) | (_, PeerMatch::Unknown) => PeerMatch::Unknown,
+                            _ => PeerMatch::No,
+                        });
+                    if m == PeerMatch::No {
+                        continue;
+                    }
+                    let hit = left.intersect(&ports_of(&rule.ports, dst_ports));
+                    left = left.minus(&hit);
+                    match (m, rule.action) {
+                        (PeerMatch::Unknown, _) | (_, Action::Deny) => deny = deny.union(&hit),
+                        (_, Action::Accept) => acc = acc.union(&hit),
+                        (_, Action::Pass) => pass = pass.union(&hit),
+                    }
+                }
+            }
+            let conflict = acc
+                .intersect(&deny)
+                .union(&acc.intersect(&pass))
+                .union(&deny.intersect(&pass));
+            fate.accepted = fate.accepted.union(&acc.minus(&conflict));
+            fate.passed = fate.passed.union(&pass.minus(&conflict));
+            open = open.minus(&acc.union(&deny).union(&pass));
+            i = j;
+        }
+        (fate, open)
     }
 }

@@ -501,3 +501,55 @@ fn without_admin_policies_verdicts_are_those_of_network_policy() {
     let c = ev.connection(&r).unwrap();
     assert_eq!(ev.evaluate(&c).ingress, SideVerdict::Denied);
 }
+
+#[test]
+fn allowed_ports_agree_with_verdicts_through_the_tiers() {
+    // Accept 8080, deny 9000-9100, pass 53/UDP to a NetworkPolicy that admits UDP only, and
+    // leave the rest to a baseline that denies TCP.
+    let p = cnp(
+        "admin",
+        "Admin",
+        1,
+        NS_A,
+        &format!(
+            "  ingress:\n  - {{action: Accept, from: {FROM_B}, protocols: [{{tcp: {{destinationPort: {{number: 8080}}}}}}]}}\n  - {{action: Deny, from: {FROM_B}, protocols: [{{tcp: {{destinationPort: {{range: {{start: 9000, end: 9100}}}}}}}}]}}\n  - {{action: Pass, from: {FROM_B}, protocols: [{{udp: {{destinationPort: {{number: 53}}}}}}]}}"
+        ),
+    ) + &cnp(
+        "baseline",
+        "Baseline",
+        1,
+        NS_A,
+        "  ingress: [{action: Deny, from: [{namespaces: {}}], protocols: [{tcp: {destinationPort: {range: {start: 1, end: 65535}}}}]}]",
+    ) + &np(
+        "a",
+        "db-udp",
+        "  podSelector: {matchLabels: {app: db}}\n  ingress: [{ports: [{protocol: UDP}]}]",
+    );
+    let l = load(&p);
+    let ev = Evaluator::new(&l.inventory, &l.policies).with_admin(&l.admin);
+    for dst in ["a/web", "a/db"] {
+        let src = l.inventory.resolve(&"b/client".parse().unwrap()).unwrap();
+        let d = l.inventory.resolve(&dst.parse().unwrap()).unwrap();
+        let ports = ev.allowed_ports(&src, &d);
+        for (proto, port) in [
+            (Protocol::Tcp, 8080),
+            (Protocol::Tcp, 9050),
+            (Protocol::Tcp, 22),
+            (Protocol::Udp, 53),
+            (Protocol::Udp, 514),
+        ] {
+            let r = FlowRecord::new(
+                proto,
+                "b/client".parse().unwrap(),
+                dst.parse().unwrap(),
+                Some(port),
+            );
+            let c = ev.connection(&r).unwrap();
+            assert_eq!(
+                ports.contains(proto, Some(port)),
+                ev.evaluate(&c).allowed(),
+                "{dst} {port}/{proto}: ports {ports}"
+            );
+        }
+    }
+}

@@ -26,7 +26,6 @@ use crate::{
     inventory::{Inventory, Resolved},
     policy::{Connection, Evaluator, Explanation, PortSet},
     reach::{ObservedConnection, reach_matrix},
-    synth::port_set_minus,
 };
 
 /// What an edge means.
@@ -291,7 +290,7 @@ impl GraphModel {
                 let s = b.node(&a.end, Some(&a.name));
                 let d = b.node(&z.end, Some(&z.name));
                 let rest = match seen.get(&(s, d)) {
-                    Some(o) => port_set_minus(&m[i][j], o),
+                    Some(o) => m[i][j].minus(o),
                     None => m[i][j].clone(),
                 };
                 if rest.is_empty() {

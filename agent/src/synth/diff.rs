@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::{
     inventory::{Inventory, Resolved},
-    policy::{Evaluator, Policy, PortRanges, PortSet},
+    policy::{AdminPolicy, Evaluator, Policy, PortSet},
 };
 
 /// Connections between two ends, on these ports.
@@ -28,43 +28,20 @@ pub struct ConnectivityDiff {
     pub denied: Vec<DiffRow>,
 }
 
-fn ranges_minus(a: &PortRanges, b: &PortRanges) -> PortRanges {
-    // a ∩ complement(b)
-    let mut complement = PortRanges::empty();
-    let mut next: u32 = 0;
-    for &(s, e) in b.ranges() {
-        if u32::from(s) > next {
-            complement = complement.union(&PortRanges::range(next as u16, s - 1));
-        }
-        next = u32::from(e) + 1;
-    }
-    if next <= u32::from(u16::MAX) {
-        complement = complement.union(&PortRanges::range(next as u16, u16::MAX));
-    }
-    a.intersect(&complement)
-}
-
-/// Ports in `a` and not in `b`.
-pub fn port_set_minus(a: &PortSet, b: &PortSet) -> PortSet {
-    PortSet {
-        tcp: ranges_minus(&a.tcp, &b.tcp),
-        udp: ranges_minus(&a.udp, &b.udp),
-        sctp: ranges_minus(&a.sctp, &b.sctp),
-        portless: a.portless && !b.portless,
-    }
-}
-
 /// Compares what `current` and `reference` allow between every pair of ends: the workloads
 /// and bare pods of the inventory, `external`, the ipBlocks of either policy set, and
 /// `extra` ends (e.g. observed external addresses).
+/// The admin tiers (`admin`) are in force for both: a learned policy set is judged with the
+/// cluster's guardrails around it.
 pub fn connectivity_diff(
     inv: &Inventory,
     current: &[Policy],
     reference: &[Policy],
+    admin: &[AdminPolicy],
     extra: &[(String, Resolved)],
 ) -> ConnectivityDiff {
-    let cur = Evaluator::new(inv, current);
-    let refe = Evaluator::new(inv, reference);
+    let cur = Evaluator::new(inv, current).with_admin(admin);
+    let refe = Evaluator::new(inv, reference).with_admin(admin);
     let mut ends: BTreeMap<String, Resolved> = BTreeMap::new();
     for e in cur
         .matrix_entities()
@@ -95,11 +72,11 @@ pub fn connectivity_diff(
                 dst: dn.clone(),
                 ports,
             };
-            let excess = port_set_minus(&a, &b);
+            let excess = a.minus(&b);
             if !excess.is_empty() {
                 out.excess.push(row(excess));
             }
-            let denied = port_set_minus(&b, &a);
+            let denied = b.minus(&a);
             if !denied.is_empty() {
                 out.denied.push(row(denied));
             }

@@ -20,7 +20,7 @@ mod render;
 #[cfg(test)]
 mod tests;
 
-pub use diff::{ConnectivityDiff, DiffRow, connectivity_diff, port_set_minus};
+pub use diff::{ConnectivityDiff, DiffRow, connectivity_diff};
 pub use plan::{PortItem, RenderPeer, RuleSpec};
 pub use render::{default_deny, kustomization, to_yaml};
 

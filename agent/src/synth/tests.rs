@@ -237,7 +237,7 @@ fn diff_lists_excess_privilege_and_what_enforcement_would_break() {
     .to_policies()
     .unwrap();
     // Current: nothing isolated, so everything is excess; nothing is denied.
-    let d = connectivity_diff(&inv, &[], &learned, &[]);
+    let d = connectivity_diff(&inv, &[], &learned, &[], &[]);
     assert!(d.denied.is_empty());
     let web_api = d
         .excess
@@ -247,7 +247,7 @@ fn diff_lists_excess_privilege_and_what_enforcement_would_break() {
     assert!(!web_api.ports.contains(Protocol::Tcp, Some(8080)));
     assert!(web_api.ports.contains(Protocol::Tcp, Some(8081)));
     // Reversed: the learned set as current denies nothing observed but the reference allows all.
-    let d = connectivity_diff(&inv, &learned, &[], &[]);
+    let d = connectivity_diff(&inv, &learned, &[], &[], &[]);
     assert!(d.excess.is_empty());
     assert!(
         d.denied

@@ -53,7 +53,7 @@ impl<'a> Ctx<'a> {
             policies: input.policies,
             sources: input.sources,
             opts: input.options,
-            ev: Evaluator::new(inv, input.policies),
+            ev: Evaluator::new(inv, input.policies).with_admin(input.admin),
             pods,
             pod_cidrs,
         }
