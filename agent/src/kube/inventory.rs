@@ -33,6 +33,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
+use super::admin::{AdminNetworkPolicyRes, BaselineAdminNetworkPolicyRes, ClusterNetworkPolicyRes};
 use super::snapshot::{
     Objects, trim_endpoint_slice, trim_namespace, trim_network_policy, trim_node, trim_pod,
     trim_service,
@@ -61,6 +62,11 @@ struct WatchState {
     /// completed list (the store is swapped whole then).
     changes: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// A kind whose CRD may be missing: `404 Not Found` then means "not installed", which
+    /// counts as synced (nothing to list) while the watch keeps retrying.
+    optional: bool,
+    /// The last answer was `404 Not Found` (optional kinds only).
+    missing: std::sync::atomic::AtomicBool,
 }
 
 /// A copy of a [`WatchState`] at one moment.
@@ -76,15 +82,20 @@ pub struct WatchStatus {
     pub last_error: Option<String>,
 }
 
-/// Whether a watcher error is the API server's `403 Forbidden`.
-fn forbidden(e: &watcher::Error) -> bool {
+/// The API server's status code of a watcher error, if it is one.
+fn status_code(e: &watcher::Error) -> Option<u16> {
     match e {
         watcher::Error::InitialListFailed(kube::Error::Api(s))
         | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 403,
-        watcher::Error::WatchError(s) => s.code == 403,
-        _ => false,
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
+        watcher::Error::WatchError(s) => Some(s.code),
+        _ => None,
     }
+}
+
+/// Whether a watcher error is the API server's `403 Forbidden`.
+fn forbidden(e: &watcher::Error) -> bool {
+    status_code(e) == Some(403)
 }
 
 impl Default for WatchState {
@@ -95,6 +106,8 @@ impl Default for WatchState {
             errors: AtomicU64::default(),
             changes: AtomicU64::default(),
             last_error: Mutex::default(),
+            optional: false,
+            missing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -112,12 +125,28 @@ impl WatchState {
                 self.changes.fetch_add(1, Ordering::Relaxed);
             }
             Ok(Event::InitDone) => {
+                if self.missing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(kind, "installed: its objects are now read");
+                }
                 self.changes.fetch_add(1, Ordering::Relaxed);
                 if !self.synced.send_replace(true) {
                     tracing::info!(kind, "initial list done");
                 }
             }
             Ok(_) => {}
+            Err(e) if self.optional && status_code(e) == Some(404) => {
+                if !self.missing.swap(true, Ordering::Relaxed) {
+                    tracing::info!(
+                        kind,
+                        "not installed (no such API resource): verdicts are without it; \
+                         looking again after backoff"
+                    );
+                    // Nothing to list: as good as synced. Objects seen before go with the
+                    // next list, should the CRD come back.
+                    self.changes.fetch_add(1, Ordering::Relaxed);
+                }
+                self.synced.send_replace(true);
+            }
             Err(e) => {
                 let first = self.errors.fetch_add(1, Ordering::Relaxed) == 0;
                 if forbidden(e) {
@@ -175,8 +204,27 @@ where
         trim: fn(&mut K),
         tasks: &mut Vec<JoinHandle<()>>,
     ) -> Self {
+        Self::start_with(kind, api, config, trim, tasks, false)
+    }
+
+    /// A kind whose CRD may not be installed: see [`WatchState::optional`].
+    fn start_optional(kind: &'static str, api: Api<K>, tasks: &mut Vec<JoinHandle<()>>) -> Self {
+        Self::start_with(kind, api, watcher::Config::default(), |_| {}, tasks, true)
+    }
+
+    fn start_with(
+        kind: &'static str,
+        api: Api<K>,
+        config: watcher::Config,
+        trim: fn(&mut K),
+        tasks: &mut Vec<JoinHandle<()>>,
+        optional: bool,
+    ) -> Self {
         let (store, writer) = reflector::store();
-        let state = Arc::new(WatchState::default());
+        let state = Arc::new(WatchState {
+            optional,
+            ..WatchState::default()
+        });
         let stream = reflector::reflector(
             writer,
             watcher::watcher(api, config).default_backoff().modify(trim),
@@ -215,6 +263,9 @@ pub struct KubeInventory {
     services: Reflected<Service>,
     endpoint_slices: Reflected<EndpointSlice>,
     network_policies: Reflected<NetworkPolicy>,
+    cluster_network_policies: Reflected<ClusterNetworkPolicyRes>,
+    admin_network_policies: Reflected<AdminNetworkPolicyRes>,
+    baseline_admin_network_policies: Reflected<BaselineAdminNetworkPolicyRes>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -266,9 +317,24 @@ impl KubeInventory {
             ),
             network_policies: Reflected::start(
                 "NetworkPolicy",
-                Api::all(client),
+                Api::all(client.clone()),
                 all(),
                 trim_network_policy,
+                &mut tasks,
+            ),
+            cluster_network_policies: Reflected::start_optional(
+                "ClusterNetworkPolicy",
+                Api::all(client.clone()),
+                &mut tasks,
+            ),
+            admin_network_policies: Reflected::start_optional(
+                "AdminNetworkPolicy",
+                Api::all(client.clone()),
+                &mut tasks,
+            ),
+            baseline_admin_network_policies: Reflected::start_optional(
+                "BaselineAdminNetworkPolicy",
+                Api::all(client),
                 &mut tasks,
             ),
             tasks,
@@ -290,6 +356,9 @@ impl KubeInventory {
             &self.services.state,
             &self.endpoint_slices.state,
             &self.network_policies.state,
+            &self.cluster_network_policies.state,
+            &self.admin_network_policies.state,
+            &self.baseline_admin_network_policies.state,
         ];
         for state in states {
             // The sender lives as long as `self`: waiting cannot fail.
@@ -306,6 +375,9 @@ impl KubeInventory {
             self.services.status(),
             self.endpoint_slices.status(),
             self.network_policies.status(),
+            self.cluster_network_policies.status(),
+            self.admin_network_policies.status(),
+            self.baseline_admin_network_policies.status(),
         ]
     }
 
@@ -318,6 +390,9 @@ impl KubeInventory {
             services: self.services.objects(),
             endpoint_slices: self.endpoint_slices.objects(),
             network_policies: self.network_policies.objects(),
+            cluster_network_policies: self.cluster_network_policies.objects(),
+            admin_network_policies: self.admin_network_policies.objects(),
+            baseline_admin_network_policies: self.baseline_admin_network_policies.objects(),
         }
     }
 
@@ -336,6 +411,9 @@ impl KubeInventory {
             &self.services.state,
             &self.endpoint_slices.state,
             &self.network_policies.state,
+            &self.cluster_network_policies.state,
+            &self.admin_network_policies.state,
+            &self.baseline_admin_network_policies.state,
         ]
         .iter()
         .map(|s| s.changes.load(Ordering::Relaxed))

@@ -14,6 +14,7 @@
 //! `snapshot`, `crd` and `peers` are pure; `inventory`, `publish` and `export` talk to the API server
 //! through a `kube::Client` and nothing else (no files, no clock of their own).
 
+pub mod admin;
 pub mod crd;
 pub mod events;
 pub mod export;

@@ -17,9 +17,10 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 
+use super::admin::{AdminNetworkPolicyRes, BaselineAdminNetworkPolicyRes, ClusterNetworkPolicyRes};
 use crate::{
     inventory::{InventoryBuilder, Loaded},
-    policy::Policy,
+    policy::{AdminPolicy, Policy, PolicyError},
 };
 
 /// Drops what no object here needs: managed fields (often the largest part of an object) and
@@ -146,6 +147,9 @@ pub struct Objects {
     pub services: Vec<Arc<Service>>,
     pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     pub network_policies: Vec<Arc<NetworkPolicy>>,
+    pub cluster_network_policies: Vec<Arc<ClusterNetworkPolicyRes>>,
+    pub admin_network_policies: Vec<Arc<AdminNetworkPolicyRes>>,
+    pub baseline_admin_network_policies: Vec<Arc<BaselineAdminNetworkPolicyRes>>,
 }
 
 fn sort_by_key<K: Metadata<Ty = ObjectMeta>>(objects: &mut [Arc<K>]) {
@@ -219,10 +223,29 @@ impl Objects {
                 Err(e) => note(describe("NetworkPolicy", o.as_ref()), &e),
             }
         }
+        let mut admin = Vec::new();
+        let mut by_name = |kind: &str, m: &ObjectMeta, r: Result<AdminPolicy, PolicyError>| match r
+        {
+            Ok(p) => admin.push(p),
+            Err(e) => notes.push(format!(
+                "{kind} {}: skipped: {e}",
+                m.name.as_deref().unwrap_or("(unnamed)")
+            )),
+        };
+        for o in &self.cluster_network_policies {
+            by_name("ClusterNetworkPolicy", &o.metadata, o.to_policy());
+        }
+        for o in &self.admin_network_policies {
+            by_name("AdminNetworkPolicy", &o.metadata, o.to_policy());
+        }
+        for o in &self.baseline_admin_network_policies {
+            by_name("BaselineAdminNetworkPolicy", &o.metadata, o.to_policy());
+        }
+        admin.sort_by(|a, b| (a.kind.to_string(), &a.name).cmp(&(b.kind.to_string(), &b.name)));
         Loaded {
             inventory: b.build(),
             policies,
-            admin: Vec::new(),
+            admin,
             notes,
             warnings: Vec::new(),
         }
@@ -382,6 +405,43 @@ mod tests {
             ..Objects::default()
         };
         assert_eq!(a.build().inventory.pods(), b.build().inventory.pods());
+    }
+
+    #[test]
+    fn build_reads_admin_policies_and_skips_an_invalid_one_with_a_note() {
+        let cnp = |name: &str, tier: &str| {
+            Arc::new(from::<ClusterNetworkPolicyRes>(json!({
+                "metadata": {"name": name},
+                "spec": {"tier": tier, "priority": 5, "subject": {"namespaces": {}},
+                    "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]},
+            })))
+        };
+        let banp = Arc::new(from::<BaselineAdminNetworkPolicyRes>(json!({
+            "metadata": {"name": "default"},
+            "spec": {"subject": {"namespaces": {}},
+                "egress": [{"action": "Allow", "to": [{"networks": ["10.0.0.0/8"]}]}]},
+        })));
+        let loaded = Objects {
+            cluster_network_policies: vec![cnp("guard", "Admin"), cnp("odd", "Middle")],
+            baseline_admin_network_policies: vec![banp],
+            ..Objects::default()
+        }
+        .build();
+        let names: Vec<String> = loaded.admin.iter().map(|p| p.key()).collect();
+        assert_eq!(
+            names,
+            [
+                "BaselineAdminNetworkPolicy/default",
+                "ClusterNetworkPolicy/guard"
+            ]
+        );
+        assert_eq!(loaded.notes.len(), 1, "{:?}", loaded.notes);
+        assert!(
+            loaded.notes[0].contains("ClusterNetworkPolicy odd")
+                && loaded.notes[0].contains("spec.tier"),
+            "{:?}",
+            loaded.notes
+        );
     }
 
     #[test]

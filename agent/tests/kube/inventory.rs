@@ -357,3 +357,45 @@ async fn node_scope_lists_and_watches_pods_with_a_node_field_selector() {
         assert!(!r.query.contains_key("fieldSelector"));
     }
 }
+
+const CNPS: &str = "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies";
+const ANPS: &str = "/apis/policy.networking.k8s.io/v1alpha1/adminnetworkpolicies";
+
+/// The admin tiers' CRDs are optional: a 404 (not installed) still syncs, without errors in
+/// the log's sense; an installed kind is listed, watched and read into the snapshot.
+#[tokio::test]
+async fn admin_policy_kinds_are_read_when_installed_and_skipped_when_not() {
+    let stub = Stub::start().await;
+    script_cluster(&stub);
+    stub.script(
+        "GET",
+        ANPS,
+        false,
+        Reply::Json(404, status(404, "NotFound")),
+    );
+    let cnp = json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": "guard", "resourceVersion": "4"},
+        "spec": {"tier": "Admin", "priority": 3, "subject": {"namespaces": {}},
+            "ingress": [{"action": "Deny", "from": [{"namespaces": {"matchLabels": {"team": "b"}}}]}]},
+    });
+    stub.script(
+        "GET",
+        CNPS,
+        false,
+        Reply::Json(200, list("ClusterNetworkPolicy", "10", vec![cnp])),
+    );
+    let inv = KubeInventory::start(stub.client(), PodScope::Cluster);
+    tokio::time::timeout(Duration::from_secs(20), inv.wait_synced())
+        .await
+        .expect("synced although AdminNetworkPolicy is not installed");
+    let loaded = inv.snapshot();
+    let names: Vec<String> = loaded.admin.iter().map(|p| p.key()).collect();
+    assert_eq!(names, ["ClusterNetworkPolicy/guard"]);
+    let anp = inv
+        .status()
+        .into_iter()
+        .find(|s| s.kind == "AdminNetworkPolicy")
+        .expect("a watch of AdminNetworkPolicy");
+    assert!(anp.synced, "{anp:?}");
+}
