@@ -1,6 +1,7 @@
 //! Evaluator throughput on a large synthetic cluster: 20 000 pods (2 000 workloads of 10 pods
 //! in 100 namespaces), 2 000 NetworkPolicies, 1 000 000 flows between pod IPs and external
-//! addresses. Run with `cargo bench -p trustmap --bench evaluator`.
+//! addresses; and the same with 200 ClusterNetworkPolicies (100 per tier) around them. Run with
+//! `cargo bench -p trustmap --bench evaluator`.
 
 use std::{hint::black_box, net::IpAddr};
 
@@ -10,7 +11,10 @@ use serde_json::{Value, json};
 use trustmap::{
     flow::{Endpoint, FlowRecord, Protocol},
     inventory::{Inventory, InventoryBuilder},
-    policy::{Connection, Evaluator, Policy},
+    policy::{
+        AdminPolicy, Connection, Evaluator, Policy,
+        admin::{AdminObject, CnpSpec},
+    },
 };
 
 const NAMESPACES: usize = 100;
@@ -91,6 +95,29 @@ fn cluster() -> (Inventory, Vec<Policy>) {
     (b.build(), policies)
 }
 
+/// 200 ClusterNetworkPolicies, 100 per tier: each selects the namespaces of one team and has
+/// an ingress rule from another team's namespaces and an egress rule to a network, on a port of
+/// its own, with Deny, Pass and Accept in turn; priorities from 0 to 49.
+fn admin_policies() -> Vec<AdminPolicy> {
+    (0..200)
+        .map(|i| {
+            let tier = if i < 100 { "Admin" } else { "Baseline" };
+            let action = ["Deny", "Pass", "Accept"][i % 3];
+            let v = json!({"apiVersion": "policy.networking.k8s.io/v1alpha2",
+                "kind": "ClusterNetworkPolicy", "metadata": {"name": format!("cnp{i}")},
+                "spec": {"tier": tier, "priority": i % 50,
+                    "subject": {"namespaces": {"matchLabels": {"team": format!("t{}", i % 7)}}},
+                    "ingress": [{"action": action,
+                        "from": [{"namespaces": {"matchLabels": {"team": format!("t{}", (i + 1) % 7)}}}],
+                        "protocols": [{"tcp": {"destinationPort": {"number": 8000 + i}}}]}],
+                    "egress": [{"action": action, "to": [{"networks": ["192.0.2.0/24"]}],
+                        "protocols": [{"tcp": {"destinationPort": {"number": 9000 + i}}}]}]}});
+            let o: AdminObject<CnpSpec> = serde_json::from_value(v).expect("valid policy");
+            AdminPolicy::from_cnp(&o).expect("valid policy")
+        })
+        .collect()
+}
+
 /// Flows: mostly between pods (callers of a workload, same tier, other namespaces), some to
 /// and from external addresses, on a handful of ports.
 fn flows(n: usize) -> Vec<FlowRecord> {
@@ -157,6 +184,24 @@ fn bench(c: &mut Criterion) {
                 .count()
         });
     });
+    let admin = admin_policies();
+    let layered = Evaluator::new(&inventory, &policies).with_admin(&admin);
+    let allowed = conns
+        .iter()
+        .filter(|c| layered.evaluate(c).allowed())
+        .count();
+    eprintln!("{allowed} of {FLOWS} flows allowed with 200 ClusterNetworkPolicies");
+    g.bench_function(
+        "evaluate 1M resolved flows, 200 ClusterNetworkPolicies added",
+        |b| {
+            b.iter(|| {
+                conns
+                    .iter()
+                    .filter(|c| layered.evaluate(c).allowed())
+                    .count()
+            });
+        },
+    );
     // Explanations build strings; measured on the first 100 000 flows to keep the run short.
     g.throughput(Throughput::Elements(100_000));
     g.bench_function("explain 100k flows", |b| {

@@ -52,6 +52,11 @@ pub enum RuleId {
     RuleUnused,
     PortsUnused,
     PeersUnused,
+    AdminPassToNothing,
+    AdminAcceptBroad,
+    AdminRuleShadowed,
+    AdminEqualPriorityOverlap,
+    BaselineAllowsEverything,
 }
 
 /// What the catalog says about a rule.
@@ -163,6 +168,26 @@ catalog! {
         "A rule allows peers that no observed connection came from or went to."
         "Peers allowed but never seen are excess privilege."
         "Narrow the rule's peers to the observed ones.";
+    AdminPassToNothing "TM060" "admin-pass-to-nothing" Warning
+        "An Admin-tier Pass reaches pods that nothing below decides for."
+        "Pass hands a connection to NetworkPolicy and then to the Baseline tier. For pods no NetworkPolicy isolates and no Baseline policy selects, that ends in the default allow: the Pass allows everything it matches."
+        "Isolate those pods with a NetworkPolicy, add a Baseline-tier deny, or make the rule Accept or Deny.";
+    AdminAcceptBroad "TM061" "admin-accept-broad" Warning
+        "An Admin-tier Accept matches every namespace, pod or address."
+        "An Admin Accept is final: no NetworkPolicy is consulted. Accepting a peer that matches everything overrides the isolation of every namespace the policy selects, default-denies included."
+        "Accept only the peers that need the connection, or use Pass so that the namespaces' own policies decide.";
+    AdminRuleShadowed "TM062" "admin-rule-shadowed" Note
+        "An admin rule is decided first by a higher-priority policy."
+        "A rule whose connections a policy with a lower priority number (same tier, same pods) always decides first has no effect; it misleads whoever reads it."
+        "Remove the rule, or reorder the priorities.";
+    AdminEqualPriorityOverlap "TM063" "admin-equal-priority-overlap" Warning
+        "Two admin policies of the same tier and priority select the same pods."
+        "The API leaves it to the implementation which of two equal-priority policies applies when both match; CNIs differ, and trustmap reports such verdicts as undefined."
+        "Give each policy its own priority.";
+    BaselineAllowsEverything "TM064" "baseline-allows-everything" Warning
+        "A Baseline-tier rule accepts every peer on every port."
+        "Without a baseline everything is allowed anyway: a baseline that accepts everything protects nothing, and hides that nobody wrote a default deny."
+        "Make the baseline deny what nobody allowed, and accept only what every namespace needs, such as DNS.";
 }
 
 impl RuleId {

@@ -192,6 +192,7 @@ pub fn lint(input: &LintInput<'_>) -> Vec<Finding> {
     rules::breadth::check(&ctx, &mut out);
     rules::dead::check(&ctx, &mut out);
     rules::exposure::check(&ctx, &mut out);
+    rules::layers::check(&ctx, input.admin, &mut out);
     if let Some(observed) = input.observed {
         rules::usage::check(&ctx, observed, &mut out);
     }

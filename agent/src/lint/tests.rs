@@ -680,3 +680,110 @@ fn ports_and_peers_of_a_broad_rule_are_narrowed_to_what_was_observed() {
         peers.message
     );
 }
+
+/// An admin policy of the v1alpha2 API, selecting namespace `shop` unless told otherwise.
+fn cnp(name: &str, tier: &str, priority: u32, subject: &str, rules: &str) -> String {
+    format!(
+        "---\napiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {{name: {name}}}\nspec:\n  tier: {tier}\n  priority: {priority}\n  subject: {subject}\n{rules}\n"
+    )
+}
+
+const SHOP: &str = "{namespaces: {matchLabels: {kubernetes.io/metadata.name: shop}}}";
+const MON: &str = "{namespaces: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}";
+
+#[test]
+fn an_admin_accept_for_every_peer_overrides_isolation() {
+    let f = run(&cnp(
+        "open",
+        "Admin",
+        5,
+        SHOP,
+        "  ingress: [{action: Accept, from: [{namespaces: {}}]}]",
+    ));
+    assert_codes(&f, &["TM061"]);
+    assert!(
+        f[0].message
+            .contains("ClusterNetworkPolicy/open ingress rule 0"),
+        "{}",
+        f[0].message
+    );
+}
+
+#[test]
+fn an_admin_pass_with_nothing_below_allows() {
+    // shop is isolated by its NetworkPolicies; kube-system has none, so a Pass for coredns
+    // reaches nothing below it.
+    let ks = "{namespaces: {matchLabels: {kubernetes.io/metadata.name: kube-system}}}";
+    let f = run(&(cnp(
+        "pass-shop",
+        "Admin",
+        5,
+        SHOP,
+        &format!("  ingress: [{{action: Pass, from: [{MON}]}}]"),
+    ) + &cnp(
+        "pass-dns",
+        "Admin",
+        6,
+        ks,
+        &format!("  ingress: [{{action: Pass, from: [{SHOP}]}}]"),
+    )));
+    assert_codes(&f, &["TM060"]);
+    assert!(
+        f[0].message.contains("pass-dns") && f[0].message.contains("kube-system/coredns"),
+        "{}",
+        f[0].message
+    );
+}
+
+#[test]
+fn an_admin_rule_decided_first_by_a_higher_priority_policy_is_shadowed() {
+    let f = run(&(cnp(
+        "deny-all-in",
+        "Admin",
+        1,
+        SHOP,
+        "  ingress: [{action: Deny, from: [{namespaces: {}}]}]",
+    ) + &cnp(
+        "deny-mon",
+        "Admin",
+        9,
+        SHOP,
+        &format!("  ingress: [{{action: Deny, from: [{MON}]}}]"),
+    )));
+    assert_codes(&f, &["TM062"]);
+    assert!(
+        f[0].message.contains("ClusterNetworkPolicy/deny-all-in"),
+        "{}",
+        f[0].message
+    );
+}
+
+#[test]
+fn equal_priorities_over_the_same_pods_are_reported() {
+    let f = run(&(cnp(
+        "a",
+        "Admin",
+        7,
+        SHOP,
+        &format!("  ingress: [{{action: Deny, from: [{MON}]}}]"),
+    ) + &cnp(
+        "b",
+        "Admin",
+        7,
+        SHOP,
+        &format!("  ingress: [{{action: Pass, from: [{MON}]}}]"),
+    )));
+    assert_codes(&f, &["TM063"]);
+}
+
+#[test]
+fn a_baseline_that_accepts_everything_is_reported() {
+    let f = run(&cnp(
+        "allow-all",
+        "Baseline",
+        7,
+        SHOP,
+        "  egress: [{action: Accept, to: [{networks: [0.0.0.0/0]}]}]",
+    ));
+    assert_codes(&f, &["TM064"]);
+}

@@ -28,6 +28,8 @@ mod verdict;
 #[cfg(test)]
 mod cni_tests;
 #[cfg(test)]
+mod conformance_tests;
+#[cfg(test)]
 mod rules_tests;
 #[cfg(test)]
 mod tiers_tests;

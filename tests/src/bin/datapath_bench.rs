@@ -68,7 +68,7 @@ fn agent_load() {
     // agent learns as an edge (one per port).
     let nft = "table inet bench { chain out { type filter hook output priority 0; \
                icmp type destination-unreachable drop; \
-               icmpv6 type destination-unreachable drop; } }";
+               icmpv6 type destination-unreachable drop; }; }";
     let ok = Command::new("ip")
         .args(["netns", "exec", &server.netns, "nft", nft])
         .status()

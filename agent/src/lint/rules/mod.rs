@@ -5,6 +5,7 @@ pub mod breadth;
 pub mod dead;
 pub mod exposure;
 pub mod isolation;
+pub mod layers;
 pub mod usage;
 
 use ipnet::IpNet;
