@@ -369,3 +369,49 @@ fn an_unknown_field_is_an_error_naming_file_line_and_the_field_meant_unless_leni
     assert!(out.status.success(), "{}", text(&out.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn explain_names_the_admin_tier_rule_that_decided() {
+    let d = data();
+    let cnp = manifest_dir(
+        "cnp",
+        r#"apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: guard}
+spec:
+  tier: Admin
+  priority: 5
+  subject: {namespaces: {matchLabels: {kubernetes.io/metadata.name: boutique}}}
+  ingress:
+  - name: no-redis-from-frontend
+    action: Deny
+    from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: frontend}}}}]
+    protocols: [{tcp: {destinationPort: {number: 6379}}}]
+"#,
+    );
+    let out = run(
+        &[
+            "explain",
+            "--manifests",
+            d.to_str().unwrap(),
+            cnp.to_str().unwrap(),
+            "--from",
+            "boutique/Deployment/frontend",
+            "--to",
+            "boutique/Deployment/redis-cart",
+            "--port",
+            "6379/TCP",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let t = text(&out.stdout);
+    assert!(t.starts_with("DENY"), "{t}");
+    assert!(
+        t.contains(
+            "denied by ClusterNetworkPolicy/guard (tier Admin, priority 5) rule 0 \"no-redis-from-frontend\": Deny"
+        ),
+        "{t}"
+    );
+    let _ = std::fs::remove_dir_all(&cnp);
+}

@@ -214,9 +214,13 @@ fn node_of(inv: &Inventory, r: &Resolved) -> Option<u32> {
     }
 }
 
+/// With `layered`, the learned policies are judged together with the layers of
+/// `learn --layers`: pods of learned namespaces that no learned policy isolates are then denied
+/// by the Baseline tier (to and from pods, and egress to every address), instead of open.
 fn check_exact(
     ws: Vec<W>,
     raw_flows: Vec<(usize, usize, usize, usize)>,
+    layered: bool,
 ) -> Result<(), TestCaseError> {
     let b = build(&ws);
     let n = b.ends.len();
@@ -258,7 +262,24 @@ fn check_exact(
     };
     let learned = synth::learn(&ctx, &graph, &SynthOptions::default());
     let policies = learned.to_policies().expect("learned policies are valid");
-    let ev = Evaluator::new(&b.inv, &policies);
+    let learned_namespaces: BTreeSet<String> = learned
+        .policies
+        .iter()
+        .map(|p| p.namespace.clone())
+        .collect();
+    let layers = if layered {
+        let ns: Vec<String> = learned_namespaces.iter().cloned().collect();
+        synth::layers::layers(&ns, &SynthOptions::default(), None).expect("valid layers")
+    } else {
+        Vec::new()
+    };
+    let admin: Vec<_> = layers.iter().map(|l| l.policy.clone()).collect();
+    let ev = Evaluator::new(&b.inv, &policies).with_admin(&admin);
+    // A pod of a learned namespace: under the baseline when no learned policy isolates it.
+    let in_layers = |e: End| {
+        layered
+            && matches!(e, End::Pod(w, _) if learned_namespaces.contains(&format!("ns{}", ws[w].ns)))
+    };
     // Subjects: workloads with at least one ported edge.
     let subjects: BTreeSet<usize> = observed
         .iter()
@@ -308,8 +329,15 @@ fn check_exact(
                 let local_node = matches!(s, End::Node(_))
                     && matches!(dr, Resolved::Pod { .. })
                     && node_of(&b.inv, sr) == node_of(&b.inv, dr);
-                let egress_ok = !is_subject(*s) || seen;
-                let ingress_ok = !is_subject(*d) || seen || local_node;
+                let egress_ok = if is_subject(*s) { seen } else { !in_layers(*s) };
+                let ingress_ok = local_node
+                    || if is_subject(*d) {
+                        seen
+                    } else {
+                        // The baseline's ingress peers are pods: nodes and external
+                        // addresses are not matched.
+                        !in_layers(*d) || !matches!(s, End::Pod(..))
+                    };
                 let expected = same_pod || (egress_ok && ingress_ok);
                 prop_assert_eq!(
                     actual,
@@ -342,7 +370,15 @@ proptest! {
         ws in prop::collection::vec(workload(), 1..6),
         flows in prop::collection::vec((0..64usize, 0..64usize, 0..8usize, 0..8usize), 0..14),
     ) {
-        check_exact(ws, flows)?;
+        check_exact(ws, flows, false)?;
+    }
+
+    #[test]
+    fn learned_layers_keep_exactness_and_deny_the_unlearned_pods_of_learned_namespaces(
+        ws in prop::collection::vec(workload(), 1..6),
+        flows in prop::collection::vec((0..64usize, 0..64usize, 0..8usize, 0..8usize), 0..14),
+    ) {
+        check_exact(ws, flows, true)?;
     }
 }
 

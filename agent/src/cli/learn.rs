@@ -58,6 +58,15 @@ pub struct LearnArgs {
     /// Report fields a kind does not have (typos) as warnings instead of errors.
     #[arg(long)]
     pub lenient: bool,
+    /// Also write the cluster layers (ClusterNetworkPolicy v1alpha2): a Baseline-tier policy
+    /// that denies what nobody allowed in the learned namespaces, and an Admin-tier policy that
+    /// always accepts DNS to the cluster DNS and scrapes from `--monitoring-namespace`.
+    #[arg(long)]
+    pub layers: bool,
+    /// With `--layers`: the namespace whose pods may always connect in (metrics scrapers);
+    /// empty for none.
+    #[arg(long, default_value = "monitoring", requires = "layers")]
+    pub monitoring_namespace: String,
 }
 
 /// How policies are learned: shared by `learn` and `export --from-cluster --policies`.
@@ -285,7 +294,17 @@ pub fn run(args: LearnArgs) -> anyhow::Result<ExitCode> {
         args.state.as_deref(),
         args.include_unanswered,
     )?;
-    let learned = synthesize(&ids, &graph, &synth_opts)?;
+    let mut learned = synthesize(&ids, &graph, &synth_opts)?;
+    if args.layers {
+        let mut namespaces: Vec<String> = learned
+            .policies
+            .iter()
+            .map(|p| p.namespace.clone())
+            .collect();
+        namespaces.dedup();
+        learned.layers =
+            synth::layers::layers(&namespaces, &synth_opts, Some(&args.monitoring_namespace))?;
+    }
     if let Some(dir) = &args.output_dir {
         write_dir(dir, &learned)?;
         tracing::info!(policies = learned.policies.len(), dir = %dir.display(), "policies written");
@@ -325,6 +344,10 @@ pub fn run(args: LearnArgs) -> anyhow::Result<ExitCode> {
 /// All policies as one YAML stream.
 pub(super) fn yaml_stream(learned: &Learned) -> anyhow::Result<String> {
     let mut s = String::new();
+    for l in &learned.layers {
+        s.push_str("---\n");
+        s.push_str(&l.to_yaml()?);
+    }
     for p in &learned.policies {
         s.push_str("---\n");
         s.push_str(&synth::to_yaml(p)?);
@@ -335,6 +358,12 @@ pub(super) fn yaml_stream(learned: &Learned) -> anyhow::Result<String> {
 pub(super) fn write_dir(dir: &Path, learned: &Learned) -> anyhow::Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut files = Vec::new();
+    for l in &learned.layers {
+        let name = l.file_name();
+        let path = dir.join(&name);
+        fs::write(&path, l.to_yaml()?).with_context(|| format!("writing {}", path.display()))?;
+        files.push(name);
+    }
     for p in &learned.policies {
         let name = p.file_name();
         let path = dir.join(&name);

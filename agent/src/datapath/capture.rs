@@ -1,7 +1,7 @@
 //! Capture: the datapath, its ring buffer and interface discovery wired together, yielding flow
 //! records. Shared by `trustmap observe` and `trustmap agent`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,10 @@ pub struct Capture {
     clock: ClockOffset,
     /// Connection starts waiting for their outcome, and since when.
     pending: HashMap<FlowId, (FlowRecord, Instant)>,
+    /// The same starts in the order they arrived, which is the order they time out in (one
+    /// timeout for all): expiry looks at the front only. An entry whose start was settled or
+    /// replaced since is skipped when it comes up.
+    deadlines: VecDeque<(Instant, FlowId)>,
     answer_timeout: Duration,
     /// Interfaces already warned about as seen one way.
     one_way_warned: HashSet<u32>,
@@ -91,6 +95,7 @@ impl Capture {
             names: HashMap::new(),
             clock,
             pending: HashMap::new(),
+            deadlines: VecDeque::new(),
             answer_timeout: config.answer_timeout,
             one_way_warned: HashSet::new(),
         };
@@ -132,8 +137,10 @@ impl Capture {
             match r {
                 Report::Start(rec) if rec.outcome.is_some() => out.push(rec),
                 Report::Start(rec) => {
+                    let id = flow_id(&rec);
+                    self.deadlines.push_back((now, id));
                     // A new start of the same 5-tuple settles the old one as timed out.
-                    if let Some((mut old, _)) = self.pending.insert(flow_id(&rec), (rec, now)) {
+                    if let Some((mut old, _)) = self.pending.insert(id, (rec, now)) {
                         old.outcome = Some(timed_out(&old));
                         out.push(old);
                     }
@@ -152,37 +159,42 @@ impl Capture {
         out
     }
 
-    /// Starts past the answer timeout (all of them when `all`, as pending), settled.
+    /// Starts past the answer timeout (all of them when `all`, as pending), settled. Costs
+    /// the number of starts settled, not the number waiting.
     fn expire(&mut self, now: Instant, all: bool) -> Vec<FlowRecord> {
         let timeout = self.answer_timeout;
-        let due: Vec<FlowId> = self
-            .pending
-            .iter()
-            .filter(|(_, (_, since))| all || now.duration_since(*since) >= timeout)
-            .map(|(k, _)| *k)
-            .collect();
-        let mut out: Vec<FlowRecord> = due
-            .into_iter()
-            .filter_map(|k| self.pending.remove(&k))
-            .map(|(mut r, since)| {
+        let mut out = Vec::new();
+        while let Some(&(since, id)) = self.deadlines.front() {
+            if !all && now.duration_since(since) < timeout {
+                break;
+            }
+            self.deadlines.pop_front();
+            // Stale: settled meanwhile, or replaced by a newer start with its own entry.
+            if self.pending.get(&id).is_none_or(|(_, s)| *s != since) {
+                continue;
+            }
+            if let Some((mut r, _)) = self.pending.remove(&id) {
                 r.outcome = Some(if now.duration_since(since) >= timeout {
                     timed_out(&r)
                 } else {
                     Outcome::Pending
                 });
-                r
-            })
-            .collect();
+                out.push(r);
+            }
+        }
         out.sort_by_key(|r| r.first_seen);
         out
     }
 
     /// When the oldest pending start times out, if any.
-    fn next_deadline(&self) -> Option<Instant> {
-        self.pending
-            .values()
-            .map(|(_, since)| *since + self.answer_timeout)
-            .min()
+    fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(&(since, id)) = self.deadlines.front() {
+            if self.pending.get(&id).is_some_and(|(_, s)| *s == since) {
+                return Some(since + self.answer_timeout);
+            }
+            self.deadlines.pop_front();
+        }
+        None
     }
 
     /// Connections established before the programs were attached, read from the watched pods'

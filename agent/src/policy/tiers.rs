@@ -169,19 +169,27 @@ impl Evaluator<'_> {
                 .iter()
                 .take_while(|&&p| admin[p as usize].priority == priority)
                 .count();
-            // The first matching rule of each policy of this priority.
-            let found: Vec<(TierRuleRef, bool)> = list[i..j]
-                .iter()
-                .filter_map(|&pi| self.first_rule(tier, pi, direction, &end, c, dst_ports))
-                .collect();
+            // The first matching rule of each policy of this priority, and the first that
+            // disagrees with it (no allocation: this is the evaluator's hot path).
+            let mut first: Option<(TierRuleRef, bool)> = None;
+            let mut other: Option<TierRuleRef> = None;
+            for &pi in &list[i..j] {
+                let Some((r, u)) = self.first_rule(tier, pi, direction, &end, c, dst_ports) else {
+                    continue;
+                };
+                match first {
+                    None => first = Some((r, u)),
+                    Some((f, fu)) if other.is_none() && (r.action != f.action || u != fu) => {
+                        other = Some(r);
+                    }
+                    Some(_) => {}
+                }
+            }
             i = j;
-            let Some(&(first, unknown)) = found.first() else {
+            let Some((first, unknown)) = first else {
                 continue;
             };
-            if let Some(&(other, _)) = found
-                .iter()
-                .find(|(r, u)| r.action != first.action || *u != unknown)
-            {
+            if let Some(other) = other {
                 out.decided = Some(SideVerdict::Undefined(first, other));
                 return out;
             }

@@ -14,6 +14,7 @@
 //! input give byte-identical YAML. Pure: no IO.
 
 mod diff;
+pub mod layers;
 mod plan;
 mod render;
 
@@ -128,6 +129,8 @@ pub struct Learned {
     pub policies: Vec<LearnedPolicy>,
     /// What could not be learned exactly, for people.
     pub warnings: Vec<String>,
+    /// With `learn --layers`: the cluster-scoped layers, Admin tier first.
+    pub layers: Vec<layers::LearnedLayer>,
 }
 
 impl Learned {
