@@ -204,32 +204,66 @@ where
         trim: fn(&mut K),
         tasks: &mut Vec<JoinHandle<()>>,
     ) -> Self {
-        Self::start_with(kind, api, config, trim, tasks, false)
-    }
-
-    /// A kind whose CRD may not be installed: see [`WatchState::optional`].
-    fn start_optional(kind: &'static str, api: Api<K>, tasks: &mut Vec<JoinHandle<()>>) -> Self {
-        Self::start_with(kind, api, watcher::Config::default(), |_| {}, tasks, true)
-    }
-
-    fn start_with(
-        kind: &'static str,
-        api: Api<K>,
-        config: watcher::Config,
-        trim: fn(&mut K),
-        tasks: &mut Vec<JoinHandle<()>>,
-        optional: bool,
-    ) -> Self {
         let (store, writer) = reflector::store();
-        let state = Arc::new(WatchState {
-            optional,
-            ..WatchState::default()
-        });
+        let state = Arc::new(WatchState::default());
         let stream = reflector::reflector(
             writer,
             watcher::watcher(api, config).default_backoff().modify(trim),
         );
         tasks.push(tokio::spawn(drive(kind, stream, state.clone())));
+        Self { kind, store, state }
+    }
+
+    /// A kind whose CRD may not be installed: until a list succeeds, the API is probed once a
+    /// minute (a 404 counts as synced and empty), and only then is it watched. Watching a
+    /// missing kind would relist every second or so, on every node.
+    fn start_optional(kind: &'static str, api: Api<K>, tasks: &mut Vec<JoinHandle<()>>) -> Self {
+        let (store, writer) = reflector::store();
+        let state = Arc::new(WatchState {
+            optional: true,
+            ..WatchState::default()
+        });
+        let st = state.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut warned = false;
+            loop {
+                match api.list(&kube::api::ListParams::default().limit(1)).await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        let missing = matches!(&e, kube::Error::Api(s) if s.code == 404);
+                        if missing && !st.missing.swap(true, Ordering::Relaxed) {
+                            tracing::info!(
+                                kind,
+                                "not installed (no such API resource): verdicts are without it; \
+                             looking again every minute"
+                            );
+                            st.changes.fetch_add(1, Ordering::Relaxed);
+                        } else if !missing && !warned {
+                            warned = true;
+                            tracing::warn!(
+                                kind,
+                                error = %e,
+                                "cannot list this optional kind: verdicts are without it; trying \
+                                 again every minute"
+                            );
+                        }
+                        if !missing {
+                            st.errors.fetch_add(1, Ordering::Relaxed);
+                            *st.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(e.to_string());
+                        }
+                        // Optional: never what keeps the agent unready.
+                        st.synced.send_replace(true);
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            }
+            let stream = reflector::reflector(
+                writer,
+                watcher::watcher(api, watcher::Config::default()).default_backoff(),
+            );
+            drive(kind, stream, st).await;
+        }));
         Self { kind, store, state }
     }
 

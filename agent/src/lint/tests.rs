@@ -787,3 +787,19 @@ fn a_baseline_that_accepts_everything_is_reported() {
     ));
     assert_codes(&f, &["TM064"]);
 }
+
+#[test]
+fn the_cluster_dns_admitting_every_namespace_on_port_53_is_a_note_not_a_warning() {
+    let dns_in = "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: dns-in, namespace: kube-system}\nspec:\n  podSelector: {matchLabels: {k8s-app: kube-dns}}\n  ingress:\n  - from: [{namespaceSelector: {}}]\n    ports: [{port: 53, protocol: UDP}, {port: 53, protocol: TCP}]\n";
+    let f = run(dns_in);
+    assert_codes(&f, &["TM010"]);
+    assert_eq!(f[0].severity, super::Severity::Note, "{}", f[0].message);
+    assert!(
+        f[0].message
+            .contains("the cluster DNS serves every namespace")
+    );
+    // The same breadth on another port is a warning.
+    let f = run(&dns_in.replace("port: 53, protocol: TCP", "port: 8080, protocol: TCP"));
+    assert_codes(&f, &["TM010"]);
+    assert_eq!(f[0].severity, super::Severity::Warning);
+}

@@ -379,12 +379,15 @@ async fn admin_policy_kinds_are_read_when_installed_and_skipped_when_not() {
         "spec": {"tier": "Admin", "priority": 3, "subject": {"namespaces": {}},
             "ingress": [{"action": "Deny", "from": [{"namespaces": {"matchLabels": {"team": "b"}}}]}]},
     });
-    stub.script(
-        "GET",
-        CNPS,
-        false,
-        Reply::Json(200, list("ClusterNetworkPolicy", "10", vec![cnp])),
-    );
+    // Two lists: the probe that finds the kind installed, then the watch's own.
+    for _ in 0..2 {
+        stub.script(
+            "GET",
+            CNPS,
+            false,
+            Reply::Json(200, list("ClusterNetworkPolicy", "10", vec![cnp.clone()])),
+        );
+    }
     let inv = KubeInventory::start(stub.client(), PodScope::Cluster);
     tokio::time::timeout(Duration::from_secs(20), inv.wait_synced())
         .await

@@ -5,14 +5,65 @@
 
 use super::{Ctx, Tail, peers_key, pod_peers, rule_path, rule_subject, rules_of};
 use crate::{
-    lint::{Finding, RuleId, fix},
-    policy::{Direction, NamespaceScope, Peer, Policy, Rule},
+    lint::{Finding, RuleId, Severity, fix},
+    policy::{Direction, NamespaceScope, Peer, Policy, PortSpec, Rule},
 };
 
 pub fn check(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     for p in ctx.policies {
         for (d, ri, rule) in rules_of(p) {
+            let start = out.len();
             check_rule(ctx, p, d, ri, rule, out);
+            if let Some(why) = expected_breadth(ctx, p, d, rule) {
+                for f in &mut out[start..] {
+                    if matches!(
+                        f.rule,
+                        RuleId::PeerAllNamespaces
+                            | RuleId::PeerAllPodsInNamespace
+                            | RuleId::SelectorTooBroad
+                    ) {
+                        f.severity = Severity::Note;
+                        f.message
+                            .push_str(&format!(" ({why}: this breadth is expected)"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether a rule is broad by design: the ingress of the cluster DNS pods on port 53 (every
+/// namespace resolves names), or the egress of the metrics scrapers (they reach every
+/// target). Such a rule's breadth findings (TM010, TM011, TM016) are notes, not warnings.
+fn expected_breadth(ctx: &Ctx<'_>, p: &Policy, d: Direction, rule: &Rule) -> Option<&'static str> {
+    let selected = ctx.selected(p);
+    if selected.is_empty() || rule.ports.is_empty() {
+        return None;
+    }
+    let all =
+        |f: &dyn Fn(&crate::inventory::Pod) -> bool| selected.iter().all(|&id| f(ctx.inv.pod(id)));
+    match d {
+        Direction::Ingress => {
+            let dns_pod = |pod: &crate::inventory::Pod| {
+                ctx.inv.namespace(pod.namespace).name == ctx.opts.dns_namespace
+                    && ctx
+                        .opts
+                        .dns_labels
+                        .iter()
+                        .all(|(k, v)| pod.labels.get(k) == Some(v))
+            };
+            let port_53 = rule.ports.iter().all(|m| match &m.port {
+                PortSpec::Range { start, end } => *start == 53 && *end == 53,
+                PortSpec::Named(n) => n.starts_with("dns"),
+                PortSpec::All => false,
+            });
+            (all(&dns_pod) && port_53).then_some("the cluster DNS serves every namespace")
+        }
+        Direction::Egress => {
+            let scraper = |pod: &crate::inventory::Pod| {
+                ctx.opts.scrapers.iter().any(|s| s.matches(&pod.labels))
+            };
+            all(&scraper).then_some("a metrics scraper reaches every target")
         }
     }
 }
