@@ -100,12 +100,10 @@ impl Pipeline {
         let now = Utc::now();
         let mut kept = Vec::with_capacity(records.len());
         for r in records {
-            if self.park(ids, r, now) {
-                continue;
-            }
-            self.metrics.flows_observed.inc();
             if r.is_attempt() {
                 // Refused or unanswered: never an edge, never learned; a scan if there are many.
+                // Never parked either: a scan of unused addresses must alert now.
+                self.metrics.flows_observed.inc();
                 self.attempt(flagger, ids, r, now);
             } else {
                 kept.push(r.clone());
@@ -114,10 +112,19 @@ impl Pipeline {
         // One classification per record: oriented by its ports (a UDP flow whose reply was
         // seen first, or whose entry the LRU evicted), a ClusterIP resolved to its backends
         // (a connection recorded at both ends counted once), named as the graph names it.
+        // What it cannot resolve yet is parked for the next snapshot.
         let batch = ids.classify_batch(&kept);
+        let mut parked = 0;
         for (i, e) in &batch.skipped {
-            warn!(error = %e, record = ?kept[*i], "flow not resolved");
+            if self.park(&kept[*i], e, now) {
+                parked += 1;
+            } else {
+                warn!(error = %e, record = ?kept[*i], "flow not resolved");
+            }
         }
+        self.metrics
+            .flows_observed
+            .inc_by((kept.len() - parked) as u64);
         for (o, judged) in batch.observations.iter().zip(&batch.judged) {
             self.observe(flagger, o, judged, now);
         }
@@ -184,18 +191,22 @@ impl Pipeline {
         }
     }
 
-    /// Parks `r` when the snapshot does not know enough yet: an address in the cluster's CIDRs
-    /// that no pod, node or Service has, or a Service without known backends. True when parked.
-    fn park(&mut self, ids: &Identities<'_>, r: &FlowRecord, now: chrono::DateTime<Utc>) -> bool {
+    /// Parks `r`, which the snapshot could not classify (`e`), when it does not know enough
+    /// yet: an address in the cluster's CIDRs that no pod, node or Service has, or a Service
+    /// without known backends. True when parked.
+    fn park(
+        &mut self,
+        r: &FlowRecord,
+        e: &crate::identity::IdentityError,
+        now: chrono::DateTime<Utc>,
+    ) -> bool {
         let young = r.first_seen.is_none_or(|t| now - t < PARK_FOR);
-        // A failed attempt is never learned, and a scan of unused addresses must alert now.
-        if !r.is_attempt()
-            && young
+        if young
             && self.parked.len() < PARK_LIMIT
             && matches!(
-                ids.classify(r),
-                Err(crate::identity::IdentityError::UnknownClusterAddress { .. }
-                    | crate::identity::IdentityError::NoBackends { .. })
+                e,
+                crate::identity::IdentityError::UnknownClusterAddress { .. }
+                    | crate::identity::IdentityError::NoBackends { .. }
             )
         {
             self.parked.push(r.clone());

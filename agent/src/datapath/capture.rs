@@ -282,13 +282,13 @@ impl Capture {
     pub fn one_direction_interfaces(&mut self) -> Vec<String> {
         let mut out = Vec::new();
         for (ifindex, name) in self.dp.attached_interfaces() {
-            let one_way = self.dp.syn_directions(ifindex).is_some_and(one_way);
-            if !one_way {
+            let seen = self.dp.syn_directions(ifindex).unwrap_or_default();
+            if !one_way(seen) {
                 self.one_way_warned.remove(&ifindex);
                 continue;
             }
             if self.one_way_warned.insert(ifindex) {
-                let [from_pod, to_pod] = self.dp.syn_directions(ifindex).unwrap_or_default();
+                let [from_pod, to_pod] = seen;
                 warn!(
                     interface = name,
                     from_pod,
