@@ -85,3 +85,79 @@ pub enum KubeError {
 fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
+
+/// Whether a call failed on its way rather than being answered: the connection was refused,
+/// reset, or closed before the response (a pooled keep-alive connection the server closed as the
+/// request left), or the request timed out.
+fn is_transport(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_))
+}
+
+/// Runs an idempotent call, and runs it again, up to twice, after a transport error, 100 ms and
+/// then 400 ms later. client-go does the same for a request whose connection was reset or closed
+/// before the answer: an answered call, even a 5xx, is returned as it is.
+async fn retry_transport<T, F, Fut>(what: &str, mut call: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut delay = std::time::Duration::from_millis(100);
+    for _ in 0..2 {
+        match call().await {
+            Err(e) if is_transport(&e) => {
+                tracing::debug!(what, error = %e, ?delay, "transport error; trying again");
+                tokio::time::sleep(delay).await;
+                delay *= 4;
+            }
+            answered => return answered,
+        }
+    }
+    call().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    fn transport_error() -> kube::Error {
+        kube::Error::Service("connection closed before message completed".into())
+    }
+
+    fn status(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(
+            kube::core::Status::failure("boom", "InternalError").with_code(code),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_is_tried_again_and_an_answer_is_not() {
+        let calls = Cell::new(0);
+        let r = retry_transport("get", || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move { if n < 3 { Err(transport_error()) } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 3);
+
+        let calls = Cell::new(0);
+        let r: Result<(), _> = retry_transport("get", || {
+            calls.set(calls.get() + 1);
+            async { Err(transport_error()) }
+        })
+        .await;
+        assert!(is_transport(&r.unwrap_err()));
+        assert_eq!(calls.get(), 3, "three tries in all");
+
+        let calls = Cell::new(0);
+        let r: Result<(), _> = retry_transport("get", || {
+            calls.set(calls.get() + 1);
+            async { Err(status(500)) }
+        })
+        .await;
+        assert!(matches!(r, Err(kube::Error::Api(s)) if s.code == 500));
+        assert_eq!(calls.get(), 1, "an answered call is returned as it is");
+    }
+}

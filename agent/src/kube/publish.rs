@@ -16,7 +16,7 @@ use super::{
         DEFAULT_SHARD_BUDGET, EdgeRecord, FlowEdges, MANAGED_BY, NODE_LABEL, node_label_value,
         shard, shard_index, shard_name,
     },
-    is_not_found,
+    is_not_found, retry_transport,
 };
 
 /// The field manager of every server-side apply the agent makes.
@@ -74,8 +74,8 @@ impl Publisher {
             let mut object = FlowEdges::new(&name, spec);
             object.metadata.namespace = Some(self.namespace.clone());
             object.metadata.labels = Some(labels(&self.node));
-            self.api
-                .patch(&name, &params, &Patch::Apply(&object))
+            let patch = Patch::Apply(&object);
+            retry_transport("apply", || self.api.patch(&name, &params, &patch))
                 .await
                 .map_err(|source| KubeError::Apply {
                     namespace: self.namespace.clone(),
@@ -86,9 +86,8 @@ impl Publisher {
         }
 
         let selector = format!("{NODE_LABEL}={}", node_label_value(&self.node));
-        let existing = self
-            .api
-            .list_metadata(&ListParams::default().labels(&selector))
+        let list = ListParams::default().labels(&selector);
+        let existing = retry_transport("list", || self.api.list_metadata(&list))
             .await
             .map_err(|source| KubeError::List {
                 what: format!("FlowEdges {selector} in {}", self.namespace),
@@ -131,7 +130,8 @@ fn labels(node: &str) -> BTreeMap<String, String> {
 }
 
 async fn delete(api: &Api<FlowEdges>, namespace: &str, name: &str) -> Result<(), KubeError> {
-    match api.delete(name, &DeleteParams::default()).await {
+    let params = DeleteParams::default();
+    match retry_transport("delete", || api.delete(name, &params)).await {
         Ok(_) => Ok(()),
         // Another agent's garbage collection got there first.
         Err(e) if is_not_found(&e) => Ok(()),
@@ -156,8 +156,8 @@ pub async fn collect_garbage(
 ) -> Result<Vec<String>, KubeError> {
     let api: Api<FlowEdges> = Api::namespaced(client.clone(), namespace);
     let nodes: Api<Node> = Api::all(client);
-    let objects = api
-        .list(&ListParams::default())
+    let list = ListParams::default();
+    let objects = retry_transport("list", || api.list(&list))
         .await
         .map_err(|source| KubeError::List {
             what: format!("FlowEdges in {namespace}"),
@@ -174,8 +174,7 @@ pub async fn collect_garbage(
         if known_nodes.contains(&node) {
             continue;
         }
-        let exists = nodes
-            .get_opt(&node)
+        let exists = retry_transport("get", || nodes.get_opt(&node))
             .await
             .map_err(|source| KubeError::Get {
                 what: format!("Node {node}"),
