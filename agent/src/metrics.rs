@@ -42,7 +42,7 @@ impl Metrics {
         );
         r.register(
             "trustmap_would_deny_flows",
-            "Edges the current NetworkPolicies would deny",
+            "Edges the current policies (NetworkPolicies and admin tiers) would deny",
             self.would_deny_flows.clone(),
         );
         r.register(

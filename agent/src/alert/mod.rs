@@ -19,7 +19,7 @@ use crate::flow::Protocol;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
-    /// Observed traffic that the cluster's current NetworkPolicies would deny.
+    /// Observed traffic that the cluster's current policies (NetworkPolicies and the admin tiers) would deny.
     WouldDeny,
     /// Traffic outside the accepted baseline of a namespace in `alert` mode.
     UnexpectedFlow,

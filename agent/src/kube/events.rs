@@ -58,7 +58,7 @@ pub fn event_for(
     };
     let port = alert.edge.port.map(|p| format!(":{p}")).unwrap_or_default();
     let what = match alert.kind {
-        AlertKind::WouldDeny => "the current NetworkPolicies would deny",
+        AlertKind::WouldDeny => "the current policies would deny",
         AlertKind::UnexpectedFlow => "outside the baseline",
         AlertKind::Scan | AlertKind::Suppressed => "",
     };
@@ -137,20 +137,49 @@ pub fn event_for(
 fn deciding_policy(v: &serde_json::Value) -> Option<String> {
     let sides: Vec<String> = ["egress", "ingress"]
         .into_iter()
-        .filter(|side| v[side]["decision"] == "deny")
-        .map(|side| {
-            let policies: Vec<&str> = v[side]["policies"]
+        .filter_map(|side| {
+            let s = &v[side];
+            let decision = s["decision"].as_str()?;
+            if decision == "allow" {
+                return None;
+            }
+            if let Some(rule) = tier_rule(&s["tier_rule"]) {
+                return Some(match decision {
+                    "unknown" => format!("{side} unknown: {rule} names domains"),
+                    "undefined" => format!(
+                        "{side} undefined: {rule} and {} disagree at one priority",
+                        tier_rule(&s["conflicting"]).unwrap_or_default()
+                    ),
+                    _ => format!("{side} denied by {rule}"),
+                });
+            }
+            let policies: Vec<&str> = s["policies"]
                 .as_array()
                 .map(|a| a.iter().filter_map(|p| p.as_str()).collect())
                 .unwrap_or_default();
-            if policies.is_empty() {
+            Some(if policies.is_empty() {
                 format!("{side} denied")
             } else {
                 format!("{side} denied: isolated by {}", policies.join(", "))
-            }
+            })
         })
         .collect();
     (!sides.is_empty()).then(|| sides.join("; "))
+}
+
+/// An admin policy's rule as explanations serialize it: `Kind/name` rule `name` (or its index),
+/// with its tier and action.
+fn tier_rule(r: &serde_json::Value) -> Option<String> {
+    let policy = r["policy"].as_str()?;
+    let rule = match r["name"].as_str() {
+        Some(n) => format!("rule {n}"),
+        None => format!("rule {}", r["rule"]),
+    };
+    Some(format!(
+        "{policy} {rule} ({} tier, {})",
+        r["tier"].as_str().unwrap_or_default(),
+        r["action"].as_str().unwrap_or_default()
+    ))
 }
 
 impl EventSink {
@@ -246,6 +275,44 @@ mod tests {
         assert!(
             m.contains("(ingress denied: isolated by shop/db-from-api)"),
             "{m}"
+        );
+    }
+
+    #[test]
+    fn an_admin_tier_denial_names_the_policy_rule_and_tier() {
+        use crate::policy::{Action, SideExplanation, Tier, TierRuleExplanation};
+        let side = |decision, tier_rule, conflicting| SideExplanation {
+            decision,
+            isolated: false,
+            policies: vec![],
+            exemption: None,
+            allowed_by: None,
+            misses: vec![],
+            tier_rule,
+            conflicting,
+            passed_by: vec![],
+            reason: String::new(),
+        };
+        let rule = |policy: &str, name: Option<&str>, action| TierRuleExplanation {
+            tier: Tier::Admin,
+            policy: policy.into(),
+            priority: 10,
+            rule: 1,
+            name: name.map(str::to_owned),
+            action,
+        };
+        let v = serde_json::json!({
+            "egress": side("deny", Some(rule("ClusterNetworkPolicy/no-payments", Some("card-data"), Action::Deny)), None),
+            "ingress": side("undefined", Some(rule("AdminNetworkPolicy/a", None, Action::Accept)),
+                Some(rule("AdminNetworkPolicy/b", None, Action::Deny))),
+        });
+        assert_eq!(
+            deciding_policy(&v).as_deref(),
+            Some(
+                "egress denied by ClusterNetworkPolicy/no-payments rule card-data (admin tier, \
+                 deny); ingress undefined: AdminNetworkPolicy/a rule 1 (admin tier, accept) and \
+                 AdminNetworkPolicy/b rule 1 (admin tier, deny) disagree at one priority"
+            )
         );
     }
 

@@ -36,7 +36,9 @@ mod tiers_tests;
 
 pub use admin::{Action, AdminKind, AdminPeer, AdminPolicy, AdminRule, Subject, Tier};
 pub use evaluator::Evaluator;
-pub use explain::{AllowedBy, Explanation, PolicyMiss, RuleMiss, SideExplanation};
+pub use explain::{
+    AllowedBy, Explanation, PolicyMiss, RuleMiss, SideExplanation, TierRuleExplanation,
+};
 pub use matrix::{Cell, EXTERNAL_REPRESENTATIVE, Entity, Matrix};
 pub use model::{Direction, IpBlock, NamespaceScope, Peer, Policy, PortMatcher, PortSpec, Rule};
 pub use ports::{PortRanges, PortSet};

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod controlplane;
+pub mod crds;
 pub mod kubelet;
 pub mod node;
 pub mod ops;
