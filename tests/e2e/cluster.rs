@@ -17,7 +17,8 @@ use serde_json::Value;
 use trustmap_e2e::{
     TcpServer, in_netns,
     k8s::ops::{
-        NODES, deploy, json, reconfigure, repo, start_shop, trustmap_bin, wait, wait_agents_ready,
+        NODES, deploy, deploy_after, json, reconfigure, repo, start_shop, trustmap_bin, wait,
+        wait_agents_ready,
     },
     k8s::{ControlPlane, Kubelet, app, http_get, node::node_ipv4},
     require_root, tcp_connect,
@@ -161,6 +162,17 @@ fn agent_403s(cp: &ControlPlane) -> Vec<String> {
         })
         .map(|e| format!("{} {}", e["verb"], e["requestURI"]))
         .collect()
+}
+
+/// `trustmap ARGS --from-cluster` with the admin's kubeconfig, which must succeed: its stdout
+/// and stderr.
+fn from_cluster(cp: &ControlPlane, args: &[&str]) -> (String, String) {
+    let kc = cp.admin_kubeconfig.display().to_string();
+    let mut a = args.to_vec();
+    a.extend(["--from-cluster", "--kubeconfig", &kc]);
+    let (ok, out, err) = trustmap_e2e::run_trustmap(&a);
+    assert!(ok, "trustmap {args:?} --from-cluster failed: {err}");
+    (out, err)
 }
 
 #[test]
@@ -321,14 +333,7 @@ fn cluster_users_path_against_a_real_control_plane() {
     let denied_after = metric_sum(kubelet, "trustmap_would_deny_flows_total");
 
     // The offline commands read the live cluster: the policies just applied decide.
-    let kc = cp.admin_kubeconfig.display().to_string();
-    let live = |args: &[&str]| {
-        let mut a = args.to_vec();
-        a.extend(["--from-cluster", "--kubeconfig", &kc]);
-        let (ok, out, err) = trustmap_e2e::run_trustmap(&a);
-        assert!(ok, "trustmap {args:?} --from-cluster failed: {err}");
-        out
-    };
+    let live = |args: &[&str]| from_cluster(cp, args).0;
     let verdict = |from: &str, to: &str, port: &str| -> String {
         let out = live(&[
             "explain", "--from", from, "--to", to, "--port", port, "-o", "json",
@@ -468,6 +473,215 @@ fn cluster_users_path_against_a_real_control_plane() {
         published.values().map(BTreeSet::len).sum::<usize>(),
         files.len(),
         receiver.bodies().len()
+    );
+}
+
+/// The platform team's layers, as a cluster serving the network-policy-api kinds has them: a
+/// ClusterNetworkPolicy (v1alpha2) that denies the payment provider, and a
+/// BaselineAdminNetworkPolicy (v1alpha1) that denies what no NetworkPolicy allowed into the
+/// shop. The agents watch them, the Events name the tier rule, the offline commands read them
+/// from the cluster, and a CiliumNetworkPolicy, which nothing evaluates, is warned about.
+const LAYERS: &str = r#"apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: no-payments}
+spec:
+  tier: Admin
+  priority: 10
+  subject:
+    namespaces: {matchLabels: {kubernetes.io/metadata.name: shop}}
+  egress:
+    - name: payments
+      action: Deny
+      to:
+        - networks: [203.0.113.0/24]
+      protocols:
+        - tcp: {destinationPort: {number: 443}}
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: dns-from-everywhere}
+spec:
+  tier: Admin
+  priority: 20
+  subject:
+    pods:
+      namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}
+      podSelector: {matchLabels: {k8s-app: kube-dns}}
+  ingress:
+    - name: everyone
+      action: Accept
+      from:
+        - namespaces: {}
+---
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: BaselineAdminNetworkPolicy
+metadata: {name: default}
+spec:
+  subject:
+    namespaces: {matchLabels: {kubernetes.io/metadata.name: shop}}
+  ingress:
+    - name: default-deny
+      action: Deny
+      from:
+        - namespaces: {}
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: l7-api, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: api}}
+"#;
+
+#[test]
+fn cluster_admin_tiers_are_watched_flagged_and_read_from_a_real_control_plane() {
+    let d = deploy_after(|cp| {
+        let file = cp.dir.join("crds.yaml");
+        std::fs::write(&file, trustmap_e2e::k8s::crds::manifest()).expect("CRDs");
+        cp.kubectl_run(&["apply", "-f", &file.display().to_string()]);
+        for name in trustmap_e2e::k8s::crds::names() {
+            cp.kubectl_run(&[
+                "wait",
+                "--for=condition=Established",
+                &format!("crd/{name}"),
+                "--timeout=60s",
+            ]);
+        }
+    });
+    let (cp, kubelet) = (&d.cp, &d.kubelet);
+    let app_file = cp.dir.join("shop.yaml");
+    std::fs::write(&app_file, app::MANIFEST).expect("app manifest");
+    cp.kubectl_run(&["apply", "-f", &app_file.display().to_string()]);
+    let layers = cp.dir.join("layers.yaml");
+    std::fs::write(&layers, LAYERS).expect("layers");
+    let applied = cp.kubectl_run(&["apply", "-f", &layers.display().to_string()]);
+    assert_eq!(
+        applied.lines().filter(|l| l.ends_with(" created")).count(),
+        4,
+        "{applied}"
+    );
+    let shop = start_shop(cp, kubelet);
+    // The agents' watches deliver the policies within a second or two; give them five.
+    std::thread::sleep(Duration::from_secs(5));
+    shop.traffic();
+
+    // Each denial is an Event on the source pod naming what decided it.
+    let want = [
+        (
+            &shop.api.name,
+            "shop/Deployment/api -> 203.0.113.10 TCP:443: the current policies would deny \
+             (egress denied by ClusterNetworkPolicy/no-payments rule payments (admin tier, deny))",
+        ),
+        (
+            &shop.frontend.name,
+            "shop/Deployment/frontend -> shop/Deployment/api TCP:8080: the current policies \
+             would deny (ingress denied by BaselineAdminNetworkPolicy/default rule default-deny \
+             (baseline tier, deny))",
+        ),
+        (
+            &shop.api.name,
+            "shop/Deployment/api -> shop/StatefulSet/db TCP:5432: the current policies would \
+             deny (ingress denied: isolated by shop/db-from-frontend)",
+        ),
+    ];
+    let flagged = wait("three WouldDeny Events", Duration::from_secs(60), || {
+        let ev = events(cp, "shop", "WouldDeny");
+        want.iter()
+            .all(|(pod, m)| ev.iter().any(|(p, e)| p == *pod && e.starts_with(m)))
+            .then_some(ev)
+    });
+    assert_eq!(flagged.len(), 3, "exactly the three denials: {flagged:?}");
+
+    // The offline commands read the layers from the cluster, and warn about what they ignore.
+    let live = |args: &[&str]| from_cluster(cp, args);
+    let explain = |from: &str, to: &str, port: &str| -> (Value, String) {
+        let (out, err) = live(&[
+            "explain", "--from", from, "--to", to, "--port", port, "-o", "json",
+        ]);
+        (serde_json::from_str(&out).expect("explain JSON"), err)
+    };
+    let (v, err) = explain("shop/Deployment/api", "203.0.113.10", "443/TCP");
+    assert_eq!(v["verdict"], "deny", "{v}");
+    assert_eq!(
+        v["egress"]["tier_rule"],
+        serde_json::json!({"tier": "admin", "policy": "ClusterNetworkPolicy/no-payments",
+            "priority": 10, "rule": 0, "name": "payments", "action": "deny"})
+    );
+    assert!(
+        err.contains(
+            "the live cluster has 1 cilium.io/v2 CiliumNetworkPolicy object(s) (shop/l7-api): \
+             they are not evaluated"
+        ),
+        "a warning names the CiliumNetworkPolicy: {err}"
+    );
+    // The Baseline denies what no NetworkPolicy allowed into the shop; the admin Accept into
+    // the DNS pods decides before anything else.
+    for (from, to, port, verdict, side, policy) in [
+        (
+            "shop/Deployment/frontend",
+            "shop/Deployment/api",
+            "8080/TCP",
+            "deny",
+            "ingress",
+            "BaselineAdminNetworkPolicy/default",
+        ),
+        (
+            "shop/Deployment/api",
+            "kube-system/Deployment/coredns",
+            "53/UDP",
+            "allow",
+            "ingress",
+            "ClusterNetworkPolicy/dns-from-everywhere",
+        ),
+    ] {
+        let (v, _) = explain(from, to, port);
+        assert_eq!(v["verdict"], verdict, "{v}");
+        assert_eq!(v[side]["tier_rule"]["policy"], policy, "{v}");
+    }
+
+    // lint reads the layers from the cluster and locates its findings in them: at the broad
+    // peer, in the objects it saves.
+    let saved = cp.dir.join("live.yaml");
+    let saved_arg = saved.display().to_string();
+    let (out, _) = live(&[
+        "lint",
+        "-o",
+        "json",
+        "--fail-on",
+        "never",
+        "--save-objects",
+        &saved_arg,
+    ]);
+    let lint: Value = serde_json::from_str(&out).expect("lint JSON");
+    let broad: Vec<&Value> = lint
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["rule"] == "TM061")
+        .collect();
+    assert_eq!(broad.len(), 1, "{lint}");
+    assert!(
+        broad[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ClusterNetworkPolicy/dns-from-everywhere")),
+        "{lint}"
+    );
+    assert_eq!(broad[0]["location"]["file"], saved_arg.as_str(), "{lint}");
+    let line = broad[0]["location"]["line"].as_u64().expect("a line") as usize;
+    let text = std::fs::read_to_string(&saved).expect("the saved objects");
+    assert_eq!(
+        text.lines().nth(line - 1).map(str::trim),
+        Some("- namespaces: {}"),
+        "line {line} of:\n{text}"
+    );
+
+    // The agents met no 403 listing or watching the admin kinds.
+    let forbidden = agent_403s(cp);
+    assert!(forbidden.is_empty(), "the agents met 403s: {forbidden:?}");
+    assert!(
+        kubelet
+            .agent_logs()
+            .contains("cilium.io/v2 CiliumNetworkPolicy"),
+        "the agents warn that the cluster serves a kind they do not evaluate"
     );
 }
 

@@ -302,6 +302,12 @@ async fn agent(
                 }
             }
             info!("inventory synced");
+            let discovery = client.clone();
+            tokio::spawn(async move {
+                for w in crate::kube::unevaluated::served_kinds_warnings(&discovery).await {
+                    tracing::warn!("{w}");
+                }
+            });
             let (tx, rx) = tokio::sync::watch::channel(Vec::new());
             let nodes = inventory.clone();
             PublishLoop {

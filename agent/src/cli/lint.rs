@@ -49,6 +49,11 @@ pub struct LintArgs {
     /// Namespaces whose own isolation is not checked (repeatable).
     #[arg(long, default_values_t = vec!["kube-system".to_owned(), "kube-public".to_owned(), "kube-node-lease".to_owned()])]
     pub skip_namespace: Vec<String>,
+    /// With --from-cluster: write the live objects read (NetworkPolicies, admin policies,
+    /// Services, Ingresses, pods) to this file, which the findings' lines refer to, and name it
+    /// in the findings instead of `live-cluster.yaml`.
+    #[arg(long, value_name = "FILE", requires = "from_cluster")]
+    pub save_objects: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -106,6 +111,14 @@ pub fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
     let loaded = args.source.load()?;
     let sources = match args.source.live_text()? {
         Some((path, text)) => {
+            let path = match &args.save_objects {
+                Some(file) => {
+                    fs::write(file, &text)
+                        .with_context(|| format!("writing {}", file.display()))?;
+                    file.clone()
+                }
+                None => path,
+            };
             let mut s = Sources::new();
             s.add_text(&path, &text);
             s

@@ -13,7 +13,11 @@ use serde::Serialize;
 
 use crate::{
     inventory::Loaded,
-    kube::{KubeInventory, PodScope, client_for},
+    kube::{
+        KubeInventory, PodScope,
+        admin::{AdminNetworkPolicyRes, BaselineAdminNetworkPolicyRes, ClusterNetworkPolicyRes},
+        client_for,
+    },
 };
 
 #[derive(Debug, Clone, clap::Args)]
@@ -56,7 +60,7 @@ impl SourceArgs {
         }
         self.block_on(async {
             let client = self.client().await?;
-            let inv = KubeInventory::start(client, PodScope::Cluster);
+            let inv = KubeInventory::start(client.clone(), PodScope::Cluster);
             if tokio::time::timeout(Duration::from_secs(self.sync_timeout), inv.wait_synced())
                 .await
                 .is_err()
@@ -79,7 +83,17 @@ impl SourceArgs {
                     errors.join("; ")
                 );
             }
-            Ok(inv.snapshot())
+            let mut loaded = inv.snapshot();
+            loaded
+                .warnings
+                .extend(crate::kube::unevaluated::unevaluated_policies(&client).await);
+            for note in &loaded.notes {
+                tracing::info!("{note}");
+            }
+            for w in &loaded.warnings {
+                tracing::warn!("{w}");
+            }
+            Ok(loaded)
         })
     }
 
@@ -97,6 +111,9 @@ impl SourceArgs {
             documents::<Service>(&client, &mut text).await?;
             documents::<Ingress>(&client, &mut text).await?;
             documents::<Pod>(&client, &mut text).await?;
+            optional_documents::<ClusterNetworkPolicyRes>(&client, &mut text).await?;
+            optional_documents::<AdminNetworkPolicyRes>(&client, &mut text).await?;
+            optional_documents::<BaselineAdminNetworkPolicyRes>(&client, &mut text).await?;
             Ok(Some((PathBuf::from(LIVE_FILE), text)))
         })
     }
@@ -150,12 +167,38 @@ where
         + Serialize
         + std::fmt::Debug,
 {
-    let api: Api<K> = Api::all(client.clone());
-    let list = api
+    let list = Api::<K>::all(client.clone())
         .list(&ListParams::default())
         .await
         .with_context(|| format!("listing {}", K::plural(&())))?;
-    for mut obj in list.items {
+    append_documents(list.items, out)
+}
+
+/// Like [`documents`], for a cluster-scoped kind whose CRD may not be installed: none is
+/// nothing to append.
+async fn optional_documents<K>(client: &Client, out: &mut String) -> anyhow::Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    match Api::<K>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => append_documents(list.items, out),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("listing {}", K::plural(&()))),
+    }
+}
+
+fn append_documents<K>(items: Vec<K>, out: &mut String) -> anyhow::Result<()>
+where
+    K: Resource<DynamicType = ()> + Serialize,
+{
+    for mut obj in items {
         let meta = obj.meta_mut();
         meta.managed_fields = None;
         meta.resource_version = None;

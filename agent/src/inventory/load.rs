@@ -67,7 +67,7 @@ pub struct Loaded {
 
 /// Policy kinds trustmap does not evaluate, by API group: verdicts ignore them, and the loader
 /// says so.
-const UNEVALUATED_POLICY_KINDS: &[(&str, &[&str])] = &[
+pub const UNEVALUATED_POLICY_KINDS: &[(&str, &[&str])] = &[
     (
         "cilium.io",
         &["CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"],

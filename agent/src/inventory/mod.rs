@@ -24,7 +24,9 @@ mod tests;
 use std::path::PathBuf;
 
 pub use build::{InventoryBuilder, NAMESPACE_NAME_LABEL};
-pub use load::{Loaded, Location, Manifests, load_paths, load_paths_with};
+pub use load::{
+    Loaded, Location, Manifests, UNEVALUATED_POLICY_KINDS, load_paths, load_paths_with,
+};
 pub use model::{
     ContainerPort, EndpointPort, EndpointSlice, Inventory, Namespace, NamespaceId, Node, NodeId,
     Pod, PodId, Resolved, Service, ServicePort, TargetPort, Workload, WorkloadId,

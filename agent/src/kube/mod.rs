@@ -22,6 +22,7 @@ pub mod inventory;
 pub mod peers;
 pub mod publish;
 pub mod snapshot;
+pub mod unevaluated;
 
 pub use crd::{EdgeRecord, FlowEdges, FlowEdgesSpec};
 pub use events::{EventSink, EventSinkConfig};

@@ -185,7 +185,14 @@ impl Sources {
         let Some(name) = s(v, "/metadata/name") else {
             return;
         };
-        let cluster_scoped = matches!(kind, "Namespace" | "Node");
+        let cluster_scoped = matches!(
+            kind,
+            "Namespace"
+                | "Node"
+                | "ClusterNetworkPolicy"
+                | "AdminNetworkPolicy"
+                | "BaselineAdminNetworkPolicy"
+        );
         let ns = if cluster_scoped {
             String::new()
         } else {

@@ -698,9 +698,15 @@ fn an_admin_accept_for_every_peer_overrides_isolation() {
         "Admin",
         5,
         SHOP,
-        "  ingress: [{action: Accept, from: [{namespaces: {}}]}]",
+        "  ingress:\n  - action: Accept\n    from:\n    - namespaces: {matchLabels: {team: a}}\n    - namespaces: {}",
     ));
     assert_codes(&f, &["TM061"]);
+    // At the broad peer: the rule starts at line 8 of the document, its second peer is line 12.
+    let loc = f[0].location.as_ref().expect("a location");
+    assert_eq!(
+        (loc.file.as_path(), loc.line),
+        (Path::new("policies.yaml"), planted_line(12))
+    );
     assert!(
         f[0].message
             .contains("ClusterNetworkPolicy/open ingress rule 0"),
@@ -728,6 +734,11 @@ fn an_admin_pass_with_nothing_below_allows() {
         &format!("  ingress: [{{action: Pass, from: [{SHOP}]}}]"),
     )));
     assert_codes(&f, &["TM060"]);
+    // The second document's rule: 9 lines after the first's `---`, then 8 more.
+    assert_eq!(
+        f[0].location.as_ref().expect("a location").line,
+        planted_line(17)
+    );
     assert!(
         f[0].message.contains("pass-dns") && f[0].message.contains("kube-system/coredns"),
         "{}",
@@ -751,6 +762,10 @@ fn an_admin_rule_decided_first_by_a_higher_priority_policy_is_shadowed() {
         &format!("  ingress: [{{action: Deny, from: [{MON}]}}]"),
     )));
     assert_codes(&f, &["TM062"]);
+    assert_eq!(
+        f[0].location.as_ref().expect("a location").line,
+        planted_line(17)
+    );
     assert!(
         f[0].message.contains("ClusterNetworkPolicy/deny-all-in"),
         "{}",
@@ -774,6 +789,11 @@ fn equal_priorities_over_the_same_pods_are_reported() {
         &format!("  ingress: [{{action: Pass, from: [{MON}]}}]"),
     )));
     assert_codes(&f, &["TM063"]);
+    // At the first policy's priority.
+    assert_eq!(
+        f[0].location.as_ref().expect("a location").line,
+        planted_line(6)
+    );
 }
 
 #[test]
@@ -786,6 +806,10 @@ fn a_baseline_that_accepts_everything_is_reported() {
         "  egress: [{action: Accept, to: [{networks: [0.0.0.0/0]}]}]",
     ));
     assert_codes(&f, &["TM064"]);
+    assert_eq!(
+        f[0].location.as_ref().expect("a location").line,
+        planted_line(8)
+    );
 }
 
 #[test]

@@ -52,8 +52,15 @@ pub struct Deployed {
 }
 
 pub fn deploy() -> Deployed {
+    deploy_after(|_| {})
+}
+
+/// Like [`deploy`], with `prepare` run on the control plane before anything else is applied
+/// (CRDs a test wants the agents to find when they start, for instance).
+pub fn deploy_after(prepare: impl FnOnce(&ControlPlane)) -> Deployed {
     require_root();
     let cp = ControlPlane::start();
+    prepare(&cp);
     let kubelet = Kubelet::start(&cp, NODES, 2, &trustmap_bin());
     let out = cp.kubectl_run(&["apply", "-k", &repo().join("deploy").display().to_string()]);
     let applied = out.lines().filter(|l| l.ends_with(" created")).count();

@@ -5,7 +5,8 @@
 
 use std::collections::BTreeSet;
 
-use super::Ctx;
+use super::{Ctx, Tail, rule_path};
+use crate::lint::locate::Seg;
 use crate::{
     inventory::PodId,
     lint::{Finding, RuleId, Subject},
@@ -67,7 +68,9 @@ pub fn check(ctx: &Ctx<'_>, admin: &[AdminPolicy], out: &mut Vec<Finding>) {
     for (pi, p) in admin.iter().enumerate() {
         for (d, ri, rule) in directions(p) {
             let where_ = format!("{} {} rule {ri}", p.key(), dir_name(d));
-            let broad = rule.peers.iter().any(everything);
+            let broad_peer = rule.peers.iter().position(everything);
+            let broad = broad_peer.is_some();
+            let at_rule = ctx.admin_location(p, &rule_path(d, ri, Tail::Rule));
             if p.tier == Tier::Admin && rule.action == Action::Pass {
                 pass_to_nothing(ctx, admin, &pods, pi, d, ri, &where_, out);
             }
@@ -80,7 +83,7 @@ pub fn check(ctx: &Ctx<'_>, admin: &[AdminPolicy], out: &mut Vec<Finding>) {
                         if d == Direction::Ingress { "from" } else { "to" }
                     ),
                     "accept only the namespaces or pods that need the connection, or use Pass so that the namespaces' own policies decide".into(),
-                ));
+                ).at(ctx.admin_location(p, &rule_path(d, ri, Tail::Peer(broad_peer.unwrap_or(0))))));
             }
             if p.tier == Tier::Baseline
                 && rule.action == Action::Accept
@@ -92,9 +95,11 @@ pub fn check(ctx: &Ctx<'_>, admin: &[AdminPolicy], out: &mut Vec<Finding>) {
                     subject(p, Some(d), Some(ri)),
                     format!("{where_} accepts every peer on every port: the baseline denies nothing, which is the default without it"),
                     "make the baseline deny what nobody allowed, and accept only what every namespace needs (such as DNS)".into(),
-                ));
+                ).at(at_rule.clone()));
             }
-            shadowed(admin, &pods, pi, d, ri, rule, &where_, out);
+            if let Some(f) = shadowed(admin, &pods, pi, d, ri, rule, &where_) {
+                out.push(f.at(at_rule));
+            }
         }
         for (qi, q) in admin.iter().enumerate().skip(pi + 1) {
             if q.tier != p.tier || q.priority != p.priority {
@@ -115,7 +120,7 @@ pub fn check(ctx: &Ctx<'_>, admin: &[AdminPolicy], out: &mut Vec<Finding>) {
                         p.priority
                     ),
                     "give the two policies different priorities".into(),
-                ));
+                ).at(ctx.admin_location(p, &[Seg::key("spec"), Seg::key("priority")])));
             }
         }
     }
@@ -155,7 +160,7 @@ fn pass_to_nothing(
             names.join(", ")
         ),
         "isolate those pods with a NetworkPolicy, add a Baseline-tier deny, or make the rule Accept or Deny".into(),
-    ));
+    ).at(ctx.admin_location(p, &rule_path(d, ri, Tail::Rule))));
 }
 
 /// TM062: every connection the rule could match reaches an earlier decision first: a policy
@@ -171,11 +176,10 @@ fn shadowed(
     ri: usize,
     rule: &AdminRule,
     where_: &str,
-    out: &mut Vec<Finding>,
-) {
+) -> Option<Finding> {
     let p = &admin[pi];
     if pods[pi].is_empty() {
-        return;
+        return None;
     }
     for (qi, q) in admin.iter().enumerate() {
         if q.tier != p.tier || q.priority >= p.priority || !pods[pi].is_subset(&pods[qi]) {
@@ -190,7 +194,7 @@ fn shadowed(
                     .any(|x| matches!(x, AdminPeer::DomainNames(_)))
         });
         if let Some((qri, r)) = cover {
-            out.push(Finding::new(
+            return Some(Finding::new(
                 RuleId::AdminRuleShadowed,
                 subject(p, Some(d), Some(ri)),
                 format!(
@@ -202,7 +206,7 @@ fn shadowed(
                 ),
                 "remove the rule, or move its policy before the other one".into(),
             ));
-            return;
         }
     }
+    None
 }

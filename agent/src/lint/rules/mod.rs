@@ -14,7 +14,7 @@ use super::{LintInput, LintOptions, SourceLocation, Sources, Subject, locate::Se
 use crate::{
     identity::infer_cluster_cidrs,
     inventory::{Inventory, NamespaceId, PodId},
-    policy::{Direction, Evaluator, NamespaceScope, Peer, Policy, Selector},
+    policy::{AdminPolicy, Direction, Evaluator, NamespaceScope, Peer, Policy, Selector},
 };
 
 /// What every rule reads.
@@ -111,6 +111,11 @@ impl<'a> Ctx<'a> {
     pub fn policy_location(&self, p: &Policy, path: &[Seg]) -> Option<SourceLocation> {
         self.sources
             .locate("NetworkPolicy", &p.namespace, &p.name, path)
+    }
+
+    /// Where an admin policy (cluster-scoped), or a part of it, is.
+    pub fn admin_location(&self, p: &AdminPolicy, path: &[Seg]) -> Option<SourceLocation> {
+        self.sources.locate(&p.kind.to_string(), "", &p.name, path)
     }
 
     /// Names for pods: their workloads (or pods), sorted, deduplicated.
