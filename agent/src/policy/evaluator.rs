@@ -11,7 +11,8 @@ use std::collections::HashMap;
 pub use super::verdict::{Connection, Exemption, RuleRef, SideVerdict, Verdict};
 use super::{
     admin::AdminPolicy,
-    model::{Direction, NamespaceScope, Peer, Policy, Rule},
+    compiled::{CPort, NamedPort, NamedPorts, SharedLists},
+    model::{Direction, IpBlock, NamespaceScope, Peer, Policy, Rule},
     selector::Selector,
     tiers::TierIndex,
 };
@@ -38,17 +39,27 @@ pub(super) fn set_bit(set: &mut [u64], i: usize) {
     set[i / 64] |= 1 << (i % 64);
 }
 
-/// A compiled peer: the pod set of a pod peer, or an ipBlock (matched from the policy).
+/// A compiled peer: the pod set of a pod peer, or an ipBlock.
 #[derive(Debug, Clone, Copy)]
 enum PeerMatch {
     Pods(u32),
-    IpBlock,
+    /// Index into [`Evaluator::ip_blocks`].
+    IpBlock(u32),
 }
 
-#[derive(Debug, Default)]
-struct Compiled {
-    ingress: Vec<Vec<PeerMatch>>,
-    egress: Vec<Vec<PeerMatch>>,
+/// A compiled rule: its ports and peers, as ranges of [`Evaluator::ports`] and
+/// [`Evaluator::peers`].
+#[derive(Debug, Clone, Copy)]
+struct CRule {
+    ports: (u32, u32),
+    peers: (u32, u32),
+}
+
+fn dir(d: Direction) -> usize {
+    match d {
+        Direction::Ingress => 0,
+        Direction::Egress => 1,
+    }
 }
 
 /// Decides connections against an inventory and a set of policies. Cheap to query, built once.
@@ -56,11 +67,19 @@ struct Compiled {
 pub struct Evaluator<'a> {
     inventory: &'a Inventory,
     policies: &'a [Policy],
-    compiled: Vec<Compiled>,
+    /// Per direction (ingress, egress), per policy: its rules' range in `rules`.
+    rules_of: [Vec<(u32, u32)>; 2],
+    rules: Vec<CRule>,
+    ports: Vec<CPort>,
+    peers: Vec<PeerMatch>,
+    ip_blocks: Vec<&'a IpBlock>,
     pod_sets: Vec<PodSet>,
-    /// Per pod, the policies selecting it, in (namespace, name) order.
-    ingress_of: Vec<Vec<u32>>,
-    egress_of: Vec<Vec<u32>>,
+    /// Per pod, its namespace (read by namespace-wide pod sets without touching the pod).
+    pod_ns: Vec<u32>,
+    /// Every pod's named container ports, for named-port matchers.
+    named: NamedPorts,
+    /// Per direction, per pod, the policies selecting it, in (namespace, name) order.
+    selecting: [SharedLists; 2],
     /// ClusterNetworkPolicies, AdminNetworkPolicies and the BaselineAdminNetworkPolicy.
     admin: &'a [AdminPolicy],
     tiers: TierIndex,
@@ -76,17 +95,8 @@ impl<'a> Evaluator<'a> {
             let (a, b) = (&policies[a as usize], &policies[b as usize]);
             (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name))
         });
-        let mut ev = Self {
-            inventory,
-            policies,
-            compiled: Vec::with_capacity(policies.len()),
-            pod_sets: Vec::new(),
-            ingress_of: vec![Vec::new(); n_pods],
-            egress_of: vec![Vec::new(); n_pods],
-            admin: &[],
-            tiers: TierIndex::default(),
-        };
-
+        let mut ingress_of = vec![Vec::new(); n_pods];
+        let mut egress_of = vec![Vec::new(); n_pods];
         let mut selected: HashMap<(NamespaceId, &Selector), Vec<PodId>> = HashMap::new();
         for &pi in &order {
             let p = &policies[pi as usize];
@@ -106,41 +116,64 @@ impl<'a> Evaluator<'a> {
             });
             for &id in pods.iter() {
                 if p.ingress.is_some() {
-                    ev.ingress_of[id.index()].push(pi);
+                    ingress_of[id.index()].push(pi);
                 }
                 if p.egress.is_some() {
-                    ev.egress_of[id.index()].push(pi);
+                    egress_of[id.index()].push(pi);
                 }
             }
         }
 
+        let mut ev = Self {
+            inventory,
+            policies,
+            rules_of: [Vec::new(), Vec::new()],
+            rules: Vec::new(),
+            ports: Vec::new(),
+            peers: Vec::new(),
+            ip_blocks: Vec::new(),
+            pod_sets: Vec::new(),
+            pod_ns: inventory.pods().iter().map(|p| p.namespace.0).collect(),
+            named: NamedPorts::new(inventory),
+            selecting: [SharedLists::new(ingress_of), SharedLists::new(egress_of)],
+            admin: &[],
+            tiers: TierIndex::default(),
+        };
         let mut interned: HashMap<(&NamespaceScope, &Selector), u32> = HashMap::new();
         for p in policies {
-            let mut compile = |rules: &'a Option<Vec<Rule>>| -> Vec<Vec<PeerMatch>> {
-                rules
-                    .iter()
-                    .flatten()
-                    .map(|r| {
-                        r.peers
-                            .iter()
-                            .map(|peer| match peer {
-                                Peer::IpBlock(_) => PeerMatch::IpBlock,
-                                Peer::Pods { namespaces, pods } => {
-                                    let next = ev.pod_sets.len() as u32;
-                                    let id = *interned.entry((namespaces, pods)).or_insert(next);
-                                    if id == next {
-                                        ev.pod_sets.push(pod_set(inventory, namespaces, pods));
-                                    }
-                                    PeerMatch::Pods(id)
+            for (d, rules) in [(0, &p.ingress), (1, &p.egress)] {
+                let start = ev.rules.len() as u32;
+                for r in rules.iter().flatten() {
+                    let ports_start = ev.ports.len() as u32;
+                    for m in &r.ports {
+                        let c = ev.named.compile(m);
+                        ev.ports.push(c);
+                    }
+                    let peers_start = ev.peers.len() as u32;
+                    for peer in &r.peers {
+                        let m = match peer {
+                            Peer::IpBlock(b) => {
+                                ev.ip_blocks.push(b);
+                                PeerMatch::IpBlock(ev.ip_blocks.len() as u32 - 1)
+                            }
+                            Peer::Pods { namespaces, pods } => {
+                                let next = ev.pod_sets.len() as u32;
+                                let id = *interned.entry((namespaces, pods)).or_insert(next);
+                                if id == next {
+                                    ev.pod_sets.push(pod_set(inventory, namespaces, pods));
                                 }
-                            })
-                            .collect()
-                    })
-                    .collect()
-            };
-            let ingress = compile(&p.ingress);
-            let egress = compile(&p.egress);
-            ev.compiled.push(Compiled { ingress, egress });
+                                PeerMatch::Pods(id)
+                            }
+                        };
+                        ev.peers.push(m);
+                    }
+                    ev.rules.push(CRule {
+                        ports: (ports_start, ev.ports.len() as u32),
+                        peers: (peers_start, ev.peers.len() as u32),
+                    });
+                }
+                ev.rules_of[d].push((start, ev.rules.len() as u32));
+            }
         }
         ev
     }
@@ -148,7 +181,7 @@ impl<'a> Evaluator<'a> {
     /// Adds the admin tiers: ClusterNetworkPolicies (Admin and Baseline tier),
     /// AdminNetworkPolicies and the BaselineAdminNetworkPolicy.
     pub fn with_admin(mut self, admin: &'a [AdminPolicy]) -> Self {
-        self.tiers = TierIndex::new(self.inventory, admin);
+        self.tiers = TierIndex::new(self.inventory, admin, &self.named);
         self.admin = admin;
         self
     }
@@ -187,11 +220,7 @@ impl<'a> Evaluator<'a> {
     /// Policies selecting a pod for a direction, in (namespace, name) order. Empty means not
     /// isolated. Host-network pods are never selected.
     pub fn selecting(&self, direction: Direction, pod: PodId) -> &[u32] {
-        let lists = match direction {
-            Direction::Ingress => &self.ingress_of,
-            Direction::Egress => &self.egress_of,
-        };
-        lists.get(pod.index()).map_or(&[], Vec::as_slice)
+        self.selecting[dir(direction)].get(pod)
     }
 
     /// Decides a connection.
@@ -243,16 +272,18 @@ impl<'a> Evaluator<'a> {
         if selecting.is_empty() {
             return SideVerdict::NotIsolated;
         }
-        let (peer, dst_ports) = self.peer_and_ports(direction, c);
+        let peer = match direction {
+            Direction::Egress => c.dst,
+            Direction::Ingress => c.src,
+        };
+        let named = self.dst_named(c);
         for &pi in selecting {
-            let rules = self.policies[pi as usize]
-                .rules(direction)
-                .unwrap_or_default();
-            for (ri, rule) in rules.iter().enumerate() {
-                let Some(port) = self.port_match(rule, c.protocol, c.port, dst_ports) else {
+            let (a, b) = self.rules_of[dir(direction)][pi as usize];
+            for (ri, rule) in self.rules[a as usize..b as usize].iter().enumerate() {
+                let Some(port) = self.compiled_port_match(rule, c, named) else {
                     continue;
                 };
-                let Some(peer) = self.peer_match(pi, direction, ri, &peer) else {
+                let Some(peer) = self.compiled_peer_match(rule, &peer) else {
                     continue;
                 };
                 return SideVerdict::Allowed(RuleRef {
@@ -264,6 +295,58 @@ impl<'a> Evaluator<'a> {
             }
         }
         SideVerdict::Denied
+    }
+
+    /// The destination's named container ports (none when it is not a pod).
+    pub(super) fn dst_named(&self, c: &Connection) -> &[NamedPort] {
+        match c.dst {
+            Resolved::Pod { pod, .. } => self.named.of(pod),
+            _ => &[],
+        }
+    }
+
+    /// As [`Evaluator::port_match`], from the compiled rule.
+    #[inline]
+    fn compiled_port_match(
+        &self,
+        rule: &CRule,
+        c: &Connection,
+        named: &[NamedPort],
+    ) -> Option<Option<u32>> {
+        let (a, b) = rule.ports;
+        if a == b {
+            return Some(None);
+        }
+        self.ports[a as usize..b as usize]
+            .iter()
+            .position(|m| m.matches(c.protocol, c.port, named))
+            .map(|i| Some(i as u32))
+    }
+
+    /// As [`Evaluator::peer_match`], from the compiled rule.
+    #[inline]
+    fn compiled_peer_match(&self, rule: &CRule, end: &Resolved) -> Option<Option<u32>> {
+        let (a, b) = rule.peers;
+        if a == b {
+            return Some(None);
+        }
+        self.peers[a as usize..b as usize]
+            .iter()
+            .position(|&m| self.peer_matches(m, end))
+            .map(|i| Some(i as u32))
+    }
+
+    /// Whether `end` is in a pod set.
+    #[inline]
+    pub(super) fn in_pod_set(&self, set: &PodSet, end: &Resolved) -> bool {
+        match *end {
+            Resolved::Pod { pod, .. } => match set {
+                PodSet::All => true,
+                PodSet::Namespaces(bits) => bit(bits, self.pod_ns[pod.index()] as usize),
+                PodSet::Pods(bits) => bit(bits, pod.index()),
+            },
+            _ => false,
+        }
     }
 
     /// The other end of a side, and the destination's container ports for named ports.
@@ -308,34 +391,17 @@ impl<'a> Evaluator<'a> {
         rule: usize,
         end: &Resolved,
     ) -> Option<Option<u32>> {
-        let compiled = &self.compiled[policy as usize];
-        let peers = match direction {
-            Direction::Ingress => &compiled.ingress[rule],
-            Direction::Egress => &compiled.egress[rule],
-        };
-        if peers.is_empty() {
-            return Some(None);
-        }
-        let rule_peers = &self.policies[policy as usize].rules(direction)?[rule].peers;
-        (0..peers.len())
-            .find(|&i| self.peer_matches(peers[i], &rule_peers[i], end))
-            .map(|i| Some(i as u32))
+        let (a, _) = self.rules_of[dir(direction)][policy as usize];
+        self.compiled_peer_match(&self.rules[a as usize + rule], end)
     }
 
-    fn peer_matches(&self, m: PeerMatch, peer: &Peer, end: &Resolved) -> bool {
-        match (m, peer) {
-            (PeerMatch::Pods(set), _) => match *end {
-                Resolved::Pod { pod, .. } => match &self.pod_sets[set as usize] {
-                    PodSet::All => true,
-                    PodSet::Namespaces(bits) => {
-                        bit(bits, self.inventory.pod(pod).namespace.index())
-                    }
-                    PodSet::Pods(bits) => bit(bits, pod.index()),
-                },
-                _ => false,
-            },
-            (PeerMatch::IpBlock, Peer::IpBlock(b)) => end.ip().is_some_and(|ip| b.contains(ip)),
-            (PeerMatch::IpBlock, Peer::Pods { .. }) => false,
+    #[inline]
+    fn peer_matches(&self, m: PeerMatch, end: &Resolved) -> bool {
+        match m {
+            PeerMatch::Pods(set) => self.in_pod_set(&self.pod_sets[set as usize], end),
+            PeerMatch::IpBlock(b) => end
+                .ip()
+                .is_some_and(|ip| self.ip_blocks[b as usize].contains(ip)),
         }
     }
 }

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod admin;
+mod compiled;
 mod convert;
 mod evaluator;
 mod explain;

@@ -5,8 +5,11 @@
 //! pod, by priority), then by NetworkPolicy when one isolates the pod, then by the Baseline
 //! tier, then allowed. Pass skips the rest of its tier.
 
+use ipnet::IpNet;
+
 use super::{
     admin::{Action, AdminPeer, AdminPolicy, Subject, Tier},
+    compiled::{CPort, NamedPorts, SharedLists},
     evaluator::{Evaluator, PodSet, bit, pod_set, set_bit},
     model::{Direction, NamespaceScope},
     ports::PortSet,
@@ -14,7 +17,7 @@ use super::{
     selector::Selector,
     verdict::{Connection, SideVerdict, TierRuleRef},
 };
-use crate::inventory::{ContainerPort, Inventory, NamespaceId, PodId, Resolved};
+use crate::inventory::{Inventory, NamespaceId, PodId, Resolved};
 
 /// A compiled admin peer.
 #[derive(Debug, Clone, Copy)]
@@ -23,8 +26,23 @@ enum Compiled {
     Pods(u32),
     /// Index into [`TierIndex::node_sets`].
     Nodes(u32),
-    Networks,
+    /// Index into [`TierIndex::networks`].
+    Networks(u32),
     DomainNames,
+}
+
+/// One admin rule as a tier walk reads it, with what it needs in place: the walk's hot path
+/// touches no policy.
+#[derive(Debug, Clone, Copy)]
+struct WalkRule {
+    priority: u32,
+    policy: u32,
+    rule: u32,
+    action: Action,
+    /// Range in [`TierIndex::ports`]; empty: every port and protocol.
+    ports: (u32, u32),
+    /// Range in [`TierIndex::walk_peers`].
+    peers: (u32, u32),
 }
 
 /// The admin policies, indexed against an inventory.
@@ -32,11 +50,18 @@ enum Compiled {
 pub(super) struct TierIndex {
     /// By tier (Admin, Baseline) and direction (ingress, egress), per pod: the policies
     /// selecting it, by priority, then kind and name.
-    selecting: [[Vec<Vec<u32>>; 2]; 2],
+    selecting: [[SharedLists; 2]; 2],
+    /// By tier and direction, per distinct selecting list: its rules' range in `walk`.
+    walks: [[Vec<(u32, u32)>; 2]; 2],
+    /// The rules of every distinct selecting list, policy after policy, in order.
+    walk: Vec<WalkRule>,
+    ports: Vec<CPort>,
+    walk_peers: Vec<Compiled>,
     /// Per policy: per direction, per rule, per peer.
     peers: Vec<[Vec<Vec<Compiled>>; 2]>,
     pod_sets: Vec<PodSet>,
     node_sets: Vec<Vec<u64>>,
+    networks: Vec<Vec<IpNet>>,
 }
 
 fn tier_index(t: Tier) -> usize {
@@ -62,12 +87,10 @@ pub(super) struct TierWalk {
 }
 
 impl TierIndex {
-    pub(super) fn new(inv: &Inventory, admin: &[AdminPolicy]) -> Self {
+    pub(super) fn new(inv: &Inventory, admin: &[AdminPolicy], named: &NamedPorts) -> Self {
         let n_pods = inv.pods().len();
-        let mut idx = Self {
-            selecting: std::array::from_fn(|_| std::array::from_fn(|_| vec![Vec::new(); n_pods])),
-            ..Self::default()
-        };
+        let mut selecting: [[Vec<Vec<u32>>; 2]; 2] =
+            std::array::from_fn(|_| std::array::from_fn(|_| vec![Vec::new(); n_pods]));
         let mut order: Vec<u32> = (0..admin.len() as u32).collect();
         order.sort_by_key(|&i| {
             let p = &admin[i as usize];
@@ -91,12 +114,16 @@ impl TierIndex {
                     let t = tier_index(p.tier);
                     for (d, rules) in [(0, &p.ingress), (1, &p.egress)] {
                         if !rules.is_empty() {
-                            idx.selecting[t][d][id.index()].push(pi);
+                            selecting[t][d][id.index()].push(pi);
                         }
                     }
                 }
             }
         }
+        let mut idx = Self {
+            selecting: selecting.map(|per_dir| per_dir.map(SharedLists::new)),
+            ..Self::default()
+        };
         for p in admin {
             let compiled = [&p.ingress, &p.egress].map(|rules| {
                 rules
@@ -106,7 +133,44 @@ impl TierIndex {
             });
             idx.peers.push(compiled);
         }
+        for t in 0..2 {
+            for d in 0..2 {
+                let mut walks = Vec::new();
+                let lists = std::mem::take(&mut idx.selecting[t][d]);
+                for list in lists.lists() {
+                    let start = idx.walk.len() as u32;
+                    for &pi in list {
+                        idx.push_walk(admin, pi, d, named);
+                    }
+                    walks.push((start, idx.walk.len() as u32));
+                }
+                idx.selecting[t][d] = lists;
+                idx.walks[t][d] = walks;
+            }
+        }
         idx
+    }
+
+    /// Appends the rules of policy `pi` for direction `d` to the walk table.
+    fn push_walk(&mut self, admin: &[AdminPolicy], pi: u32, d: usize, named: &NamedPorts) {
+        let p = &admin[pi as usize];
+        let rules = if d == 0 { &p.ingress } else { &p.egress };
+        for (ri, rule) in rules.iter().enumerate() {
+            let ports_start = self.ports.len() as u32;
+            self.ports
+                .extend(rule.ports.iter().map(|m| named.compile(m)));
+            let peers_start = self.walk_peers.len() as u32;
+            self.walk_peers
+                .extend_from_slice(&self.peers[pi as usize][d][ri]);
+            self.walk.push(WalkRule {
+                priority: p.priority,
+                policy: pi,
+                rule: ri as u32,
+                action: rule.action,
+                ports: (ports_start, self.ports.len() as u32),
+                peers: (peers_start, self.walk_peers.len() as u32),
+            });
+        }
     }
 
     fn compile(&mut self, inv: &Inventory, peer: &AdminPeer) -> Compiled {
@@ -124,12 +188,29 @@ impl TierIndex {
                 self.node_sets.push(bits);
                 return Compiled::Nodes(self.node_sets.len() as u32 - 1);
             }
-            AdminPeer::Networks(_) => return Compiled::Networks,
+            AdminPeer::Networks(nets) => {
+                self.networks.push(nets.clone());
+                return Compiled::Networks(self.networks.len() as u32 - 1);
+            }
             AdminPeer::DomainNames(_) => return Compiled::DomainNames,
         };
         let set = pod_set(inv, &NamespaceScope::Selector(namespaces.clone()), pods);
         self.pod_sets.push(set);
         Compiled::Pods(self.pod_sets.len() as u32 - 1)
+    }
+
+    /// The policies selecting `pod` in a tier for a direction, in walk order.
+    fn selecting(&self, tier: Tier, direction: Direction, pod: PodId) -> &[u32] {
+        self.selecting[tier_index(tier)][dir_index(direction)].get(pod)
+    }
+
+    /// The rules of the policies selecting `pod` in a tier for a direction, in walk order.
+    fn walk(&self, tier: Tier, direction: Direction, pod: PodId) -> &[WalkRule] {
+        let (t, d) = (tier_index(tier), dir_index(direction));
+        let list = self.selecting[t][d].id(pod);
+        self.walks[t][d]
+            .get(list as usize)
+            .map_or(&[], |&(a, b)| &self.walk[a as usize..b as usize])
     }
 }
 
@@ -143,7 +224,9 @@ enum PeerMatch {
 }
 
 impl Evaluator<'_> {
-    /// Walks one tier for one side of `c`, `pod` being the end the side belongs to.
+    /// Walks one tier for one side of `c`, `pod` being the end the side belongs to: by
+    /// priority, the first matching rule of each policy of that priority. Two that disagree
+    /// make the side undefined.
     pub(super) fn tier_walk(
         &self,
         tier: Tier,
@@ -156,36 +239,60 @@ impl Evaluator<'_> {
             passed: None,
         };
         let idx = self.tiers();
-        let Some(list) = idx.selecting[tier_index(tier)][dir_index(direction)].get(pod.index())
-        else {
+        let rules = idx.walk(tier, direction, pod);
+        if rules.is_empty() {
             return out;
+        }
+        let end = match direction {
+            Direction::Egress => c.dst,
+            Direction::Ingress => c.src,
         };
-        let (end, dst_ports) = self.peer_and_ports(direction, c);
-        let admin = self.admin_policies();
+        let named = self.dst_named(c);
         let mut i = 0;
-        while i < list.len() {
-            let priority = admin[list[i] as usize].priority;
-            let j = i + list[i..]
-                .iter()
-                .take_while(|&&p| admin[p as usize].priority == priority)
-                .count();
+        while i < rules.len() {
+            let priority = rules[i].priority;
             // The first matching rule of each policy of this priority, and the first that
             // disagrees with it (no allocation: this is the evaluator's hot path).
             let mut first: Option<(TierRuleRef, bool)> = None;
             let mut other: Option<TierRuleRef> = None;
-            for &pi in &list[i..j] {
-                let Some((r, u)) = self.first_rule(tier, pi, direction, &end, c, dst_ports) else {
+            let mut matched_policy = u32::MAX;
+            while i < rules.len() && rules[i].priority == priority {
+                let r = &rules[i];
+                i += 1;
+                if r.policy == matched_policy {
                     continue;
+                }
+                let (a, b) = r.ports;
+                if a != b
+                    && !idx.ports[a as usize..b as usize]
+                        .iter()
+                        .any(|m| m.matches(c.protocol, c.port, named))
+                {
+                    continue;
+                }
+                let (a, b) = r.peers;
+                let m = self.peers_match(&idx.walk_peers[a as usize..b as usize], &end);
+                if m == PeerMatch::No {
+                    continue;
+                }
+                matched_policy = r.policy;
+                let found = TierRuleRef {
+                    tier,
+                    policy: r.policy,
+                    rule: r.rule,
+                    action: r.action,
                 };
+                let unknown = m == PeerMatch::Unknown;
                 match first {
-                    None => first = Some((r, u)),
-                    Some((f, fu)) if other.is_none() && (r.action != f.action || u != fu) => {
-                        other = Some(r);
+                    None => first = Some((found, unknown)),
+                    Some((f, fu))
+                        if other.is_none() && (found.action != f.action || unknown != fu) =>
+                    {
+                        other = Some(found);
                     }
                     Some(_) => {}
                 }
             }
-            i = j;
             let Some((first, unknown)) = first else {
                 continue;
             };
@@ -205,79 +312,39 @@ impl Evaluator<'_> {
         out
     }
 
-    /// The first rule of admin policy `pi` for `direction` whose ports and peers match; `true`
-    /// beside it when it matches only through unknown domain names.
-    fn first_rule(
-        &self,
-        tier: Tier,
-        pi: u32,
-        direction: Direction,
-        end: &Resolved,
-        c: &Connection,
-        dst_ports: &[ContainerPort],
-    ) -> Option<(TierRuleRef, bool)> {
-        let p = &self.admin_policies()[pi as usize];
-        let compiled = &self.tiers().peers[pi as usize][dir_index(direction)];
-        for (ri, rule) in p.rules(direction).iter().enumerate() {
-            let ports_match = rule.ports.is_empty()
-                || rule
-                    .ports
-                    .iter()
-                    .any(|m| m.matches(c.protocol, c.port, dst_ports));
-            if !ports_match {
-                continue;
-            }
-            let mut matched = PeerMatch::No;
-            for (k, peer) in rule.peers.iter().enumerate() {
-                match self.admin_peer_matches(compiled[ri][k], peer, end) {
-                    PeerMatch::Yes => {
-                        matched = PeerMatch::Yes;
-                        break;
-                    }
-                    PeerMatch::Unknown => matched = PeerMatch::Unknown,
-                    PeerMatch::No => {}
-                }
-            }
-            if matched != PeerMatch::No {
-                let r = TierRuleRef {
-                    tier,
-                    policy: pi,
-                    rule: ri as u32,
-                    action: rule.action,
-                };
-                return Some((r, matched == PeerMatch::Unknown));
+    /// How a rule's peers match `end`: any peer matching is a match; else a `domainNames`
+    /// peer for an external end is unknown.
+    fn peers_match(&self, peers: &[Compiled], end: &Resolved) -> PeerMatch {
+        let mut matched = PeerMatch::No;
+        for &m in peers {
+            match self.admin_peer_matches(m, end) {
+                PeerMatch::Yes => return PeerMatch::Yes,
+                PeerMatch::Unknown => matched = PeerMatch::Unknown,
+                PeerMatch::No => {}
             }
         }
-        None
+        matched
     }
 
-    fn admin_peer_matches(&self, m: Compiled, peer: &AdminPeer, end: &Resolved) -> PeerMatch {
+    fn admin_peer_matches(&self, m: Compiled, end: &Resolved) -> PeerMatch {
         let inv = self.inventory();
+        let idx = self.tiers();
         let yes = |b: bool| if b { PeerMatch::Yes } else { PeerMatch::No };
-        match (m, peer) {
-            (Compiled::Pods(set), _) => yes(match *end {
-                Resolved::Pod { pod, .. } => match &self.tiers().pod_sets[set as usize] {
-                    PodSet::All => true,
-                    PodSet::Namespaces(bits) => bit(bits, inv.pod(pod).namespace.index()),
-                    PodSet::Pods(bits) => bit(bits, pod.index()),
-                },
-                _ => false,
-            }),
-            (Compiled::Nodes(set), _) => {
+        match m {
+            Compiled::Pods(set) => yes(self.in_pod_set(&idx.pod_sets[set as usize], end)),
+            Compiled::Nodes(set) => {
                 let node = match *end {
                     Resolved::Host { node: Some(n), .. } => Some(n),
                     Resolved::Host { ip: Some(ip), .. } => inv.node_by_ip(ip),
                     _ => None,
                 };
-                yes(node.is_some_and(|n| bit(&self.tiers().node_sets[set as usize], n.index())))
+                yes(node.is_some_and(|n| bit(&idx.node_sets[set as usize], n.index())))
             }
-            (Compiled::Networks, AdminPeer::Networks(nets)) => yes(end
+            Compiled::Networks(nets) => yes(end
                 .ip()
-                .is_some_and(|ip| nets.iter().any(|n| n.contains(&ip)))),
-            (Compiled::DomainNames, _) if matches!(end, Resolved::External(_)) => {
-                PeerMatch::Unknown
-            }
-            _ => PeerMatch::No,
+                .is_some_and(|ip| idx.networks[nets as usize].iter().any(|n| n.contains(&ip)))),
+            Compiled::DomainNames if matches!(end, Resolved::External(_)) => PeerMatch::Unknown,
+            Compiled::DomainNames => PeerMatch::No,
         }
     }
 
@@ -350,10 +417,7 @@ impl Evaluator<'_> {
     ) -> (PortFate, PortSet) {
         let mut fate = PortFate::default();
         let idx = self.tiers();
-        let Some(list) = idx.selecting[tier_index(tier)][dir_index(direction)].get(pod.index())
-        else {
-            return (fate, open);
-        };
+        let list = idx.selecting(tier, direction, pod);
         let (end, dst_ports) = self.peer_and_ports(direction, c);
         let admin = self.admin_policies();
         let mut i = 0;
@@ -372,16 +436,7 @@ impl Evaluator<'_> {
                 let compiled = &idx.peers[pi as usize][dir_index(direction)];
                 let mut left = open.clone();
                 for (ri, rule) in p.rules(direction).iter().enumerate() {
-                    let m = rule
-                        .peers
-                        .iter()
-                        .enumerate()
-                        .map(|(k, peer)| self.admin_peer_matches(compiled[ri][k], peer, &end))
-                        .fold(PeerMatch::No, |a, b| match (a, b) {
-                            (PeerMatch::Yes, _) | (_, PeerMatch::Yes) => PeerMatch::Yes,
-                            (PeerMatch::Unknown, _) | (_, PeerMatch::Unknown) => PeerMatch::Unknown,
-                            _ => PeerMatch::No,
-                        });
+                    let m = self.peers_match(&compiled[ri], &end);
                     if m == PeerMatch::No {
                         continue;
                     }
