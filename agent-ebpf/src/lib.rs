@@ -85,9 +85,17 @@ pub mod counter {
     pub const ICMP_CONTROL: u32 = 7;
     /// Packets of other IP protocols (GRE, ESP, ...).
     pub const OTHER_PROTOCOL: u32 = 8;
+    /// DNS responses (UDP or TCP from port 53, to a pod) copied to the `DNS_EVENTS` ring.
+    pub const DNS_RESPONSES: u32 = 9;
+    /// DNS responses not copied because the `DNS_EVENTS` ring was full.
+    pub const DNS_DROPPED: u32 = 10;
     /// Number of counters.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 11;
 }
+
+/// Octets of a DNS response the programs copy to userspace: the classic UDP maximum. A longer
+/// response is cut there; userspace keeps the answer records read before the cut.
+pub const DNS_CAPTURE: usize = 512;
 
 /// Key of the `FLOWS` LRU map. Both directions of a connection map to the same key: the endpoint
 /// `a` is the smaller of the two `(address, port)` pairs. For ICMP echo both ports hold the
@@ -154,6 +162,30 @@ pub struct FlowEvent {
     pub outcome: u8,
 }
 
+/// A DNS response to a pod, as written to the `DNS_EVENTS` ring buffer: the start of its
+/// payload (the DNS message; over TCP, the segment's payload, which starts with the two-octet
+/// length when it is the first of the response).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsEvent {
+    /// The pod that receives the response (the packet's destination).
+    pub client: [u32; 4],
+    /// The DNS server (the packet's source).
+    pub server: [u32; 4],
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the packet.
+    pub timestamp_ns: u64,
+    pub ifindex: u32,
+    /// Octets of payload in the packet.
+    pub len: u16,
+    /// Octets copied to `data`: at most [`DNS_CAPTURE`].
+    pub captured: u16,
+    pub family: u8,
+    /// UDP or TCP.
+    pub proto: u8,
+    pub _pad: [u8; 6],
+    pub data: [u8; DNS_CAPTURE],
+}
+
 /// Names the userspace agent looks up in the object file.
 pub mod names {
     pub const PROG_INGRESS: &str = "trustmap_ing";
@@ -163,6 +195,7 @@ pub mod names {
     pub const PROG_EGRESS_L3: &str = "trustmap_egr_l3";
     pub const MAP_FLOWS: &str = "FLOWS";
     pub const MAP_EVENTS: &str = "EVENTS";
+    pub const MAP_DNS_EVENTS: &str = "DNS_EVENTS";
     pub const MAP_COUNTERS: &str = "COUNTERS";
     pub const MAP_SYN_SEEN: &str = "SYN_SEEN";
     pub const GLOBAL_IDLE_TIMEOUT_NS: &str = "IDLE_TIMEOUT_NS";
@@ -170,11 +203,13 @@ pub mod names {
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: all three are #[repr(C)], made only of integers and integer arrays, with explicit
+    // SAFETY: these are #[repr(C)], made only of integers and integer arrays, with explicit
     // padding fields, so every bit pattern is valid and there are no implicit holes.
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowStats {}
     unsafe impl aya::Pod for super::FlowEvent {}
+    // SAFETY: as above: integers and integer arrays, explicit padding.
+    unsafe impl aya::Pod for super::DnsEvent {}
 }
 
 #[cfg(test)]
@@ -187,5 +222,14 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 1 + 1 + 2);
         assert_eq!(size_of::<FlowStats>(), 8 * 4 + 3 + 5);
         assert_eq!(size_of::<FlowEvent>(), 16 + 16 + 8 + 4 + 2 + 2 + 6 + 2);
+        assert_eq!(
+            size_of::<DnsEvent>(),
+            16 + 16 + 8 + 4 + 2 + 2 + 1 + 1 + 6 + DNS_CAPTURE
+        );
+        assert_eq!(
+            size_of::<DnsEvent>() % 8,
+            0,
+            "ring buffer records are 8-aligned"
+        );
     }
 }

@@ -1,9 +1,10 @@
 use agent_ebpf::{
-    FlowEvent, FlowKey, FlowStats, counter, direction, event_kind, family, origin, outcome, proto,
+    DNS_CAPTURE, DnsEvent, FlowEvent, FlowKey, FlowStats, counter, direction, event_kind, family,
+    origin, outcome, proto,
 };
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_skb_load_bytes},
     macros::{classifier, map},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::TcContext,
@@ -19,6 +20,11 @@ static FLOWS: LruHashMap<FlowKey, FlowStats> = LruHashMap::with_max_entries(131_
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+
+/// DNS responses to pods (see [`DnsEvent`]). A ring of its own: a burst of DNS never takes the
+/// room of a connection start.
+#[map]
+static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
@@ -86,14 +92,72 @@ struct Packet {
     /// An ICMP error about another flow: the addresses and ports above are those of the packet
     /// it quotes (sent by that flow's initiator), and the error refuses that flow.
     refuses: bool,
+    /// TCP and UDP: where the payload starts, and (UDP) its length by the UDP header.
+    payload_off: usize,
+    udp_payload_len: usize,
 }
 
 #[inline(always)]
 fn observe<const L2: usize>(ctx: &TcContext, dir: u8) {
     bump(counter::PACKETS);
     match parse::<L2>(ctx) {
-        Ok(pkt) => track(ctx, &pkt, dir),
+        Ok(pkt) => {
+            if dir == direction::TO_POD && pkt.src_port == 53 && !pkt.refuses {
+                copy_dns(ctx, &pkt);
+            }
+            track(ctx, &pkt, dir)
+        }
         Err(c) => bump(c),
+    }
+}
+
+/// Copies a DNS response to a pod (its first [`DNS_CAPTURE`] octets) to the `DNS_EVENTS` ring.
+/// Reads only: the packet goes on unchanged whatever happens here.
+#[inline(always)]
+fn copy_dns(ctx: &TcContext, pkt: &Packet) {
+    let off = pkt.payload_off;
+    let in_skb = (ctx.len() as usize).saturating_sub(off);
+    let len = match pkt.proto {
+        proto::UDP => pkt.udp_payload_len.min(in_skb),
+        proto::TCP => in_skb,
+        _ => return,
+    };
+    if len == 0 || off == 0 {
+        return;
+    }
+    let Some(mut entry) = DNS_EVENTS.reserve::<DnsEvent>(0) else {
+        bump(counter::DNS_DROPPED);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    let n = if len > DNS_CAPTURE { DNS_CAPTURE } else { len };
+    // SAFETY: `ev` points at a reserved, writable record of the right size; `n` is between 1
+    // and the size of `data`, which is what the helper writes.
+    let copied = unsafe {
+        (*ev).client = pkt.dst;
+        (*ev).server = pkt.src;
+        (*ev).timestamp_ns = bpf_ktime_get_ns();
+        (*ev).ifindex = (*ctx.skb.skb).ifindex;
+        (*ev).len = len as u16;
+        (*ev).captured = n as u16;
+        (*ev).family = pkt.family;
+        (*ev).proto = pkt.proto;
+        (*ev)._pad = [0; 6];
+        n >= 1
+            && n <= DNS_CAPTURE
+            && bpf_skb_load_bytes(
+                ctx.skb.skb as *const _,
+                off as u32,
+                (*ev).data.as_mut_ptr() as *mut _,
+                n as u32,
+            ) == 0
+    };
+    if copied {
+        entry.submit(0);
+        bump(counter::DNS_RESPONSES);
+    } else {
+        entry.discard(0);
+        bump(counter::MALFORMED);
     }
 }
 
@@ -135,6 +199,8 @@ fn parse<const L2: usize>(ctx: &TcContext) -> Result<Packet, Skip> {
         icmp_code: 0,
         starts: None,
         refuses: false,
+        payload_off: 0,
+        udp_payload_len: 0,
     };
     let l4 = match eth_proto {
         ETH_P_IP => parse_ipv4::<L2>(ctx, &mut pkt)?,
@@ -278,6 +344,7 @@ fn parse_l4(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<(), Skip> {
             pkt.src_port = u16::from_be(h.src_port);
             pkt.dst_port = u16::from_be(h.dst_port);
             pkt.tcp_flags = h.byte13;
+            pkt.payload_off = off + (h.byte12 >> 4) as usize * 4;
             if h.byte13 & (TCP_SYN | TCP_ACK) == TCP_SYN {
                 pkt.starts = Some(origin::TCP_SYN);
             }
@@ -287,6 +354,8 @@ fn parse_l4(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<(), Skip> {
             if (u16::from_be(h[2]) as usize) < 8 {
                 return Err(counter::MALFORMED);
             }
+            pkt.payload_off = off + 8;
+            pkt.udp_payload_len = u16::from_be(h[2]) as usize - 8;
             pkt.src_port = u16::from_be(h[0]);
             pkt.dst_port = u16::from_be(h[1]);
             pkt.starts = Some(origin::FIRST_SEEN);

@@ -8,13 +8,14 @@
 //!                                     └──▶ synth (learning)   ──▶ learned NetworkPolicies
 //! ```
 //!
-//! Pure modules (`flow`, `policy`, `synth`) take data and return data: no eBPF, no kube client, no
+//! Pure modules (`flow`, `policy`, `synth`, `dns`) take data and return data: no eBPF, no kube client, no
 //! clock, no filesystem. IO lives in `datapath`, `netif`, `inventory` loaders and `cli`.
 
 pub mod alert;
 pub mod cli;
 pub mod daemon;
 pub mod datapath;
+pub mod dns;
 pub mod flow;
 pub mod graph;
 pub mod identity;

@@ -16,6 +16,10 @@ pub struct Metrics {
     pub scans: Counter,
     pub events_dropped: Counter,
     pub malformed_packets: Counter,
+    pub dns_responses: Counter,
+    pub dns_malformed: Counter,
+    pub dns_dropped: Counter,
+    pub dns_names: Gauge,
     pub alerts_suppressed: Counter,
     pub alerts_dropped: Counter,
     pub alert_delivery_failures: Counter,
@@ -64,6 +68,26 @@ impl Metrics {
             "trustmap_malformed_packets",
             "Packets whose headers were truncated or inconsistent (passed on, never trusted)",
             self.malformed_packets.clone(),
+        );
+        r.register(
+            "trustmap_dns_responses",
+            "DNS responses to pods read (with at least their question)",
+            self.dns_responses.clone(),
+        );
+        r.register(
+            "trustmap_dns_malformed",
+            "DNS responses to pods that did not parse (cut in the header or question, looping or forward compression pointers, bad labels); never trusted",
+            self.dns_malformed.clone(),
+        );
+        r.register(
+            "trustmap_dns_dropped",
+            "DNS responses lost because the DNS ring buffer was full",
+            self.dns_dropped.clone(),
+        );
+        r.register(
+            "trustmap_dns_names",
+            "Names pods resolved that are remembered now (TTL plus grace)",
+            self.dns_names.clone(),
         );
         r.register(
             "trustmap_alerts_suppressed",

@@ -122,7 +122,7 @@ fn capture_parses_packets_without_a_link_layer_header() {
             assert!(ok.success(), "ip {args:?}");
         }
         let listener = TcpListener::bind("198.18.20.1:80").expect("bind");
-        let (mut dp, mut ring) = Datapath::load(&Config::default()).expect("load programs");
+        let (mut dp, mut ring, _dns) = Datapath::load(&Config::default()).expect("load programs");
         // SAFETY: if_nametoindex reads a NUL-terminated name.
         let ifindex = unsafe { libc::if_nametoindex(c"tl3".as_ptr()) };
         dp.attach(ifindex, "tl3", false, true)

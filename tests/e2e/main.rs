@@ -5,6 +5,7 @@
 mod agent;
 mod capture;
 mod cluster;
+mod dns;
 mod integrity;
 mod learn;
 mod lifecycle;

@@ -16,6 +16,7 @@
 
 mod agent;
 mod cluster;
+mod dns;
 pub mod k8s;
 mod kernel;
 pub mod manifests;
@@ -23,6 +24,7 @@ mod traffic;
 
 pub use agent::{Agent, binary as agent_binary, run_trustmap};
 pub use cluster::{Cluster, ClusterSpec, Pod, PodSpec};
+pub use dns::{DnsAnswer, DnsServer, dns_query};
 pub use kernel::{CniStandin, attached_programs};
 pub use traffic::{
     TcpServer, UdpServer, craft_malformed_frames, icmp_echo, in_netns, sctp_init, tcp_connect,

@@ -398,6 +398,8 @@ async fn agent(
     tokio::pin!(stop);
     let mut dropped_reported = 0;
     let mut malformed_reported = 0;
+    let mut dns_reported = crate::datapath::DnsCounters::default();
+    let mut dns_dropped_reported = 0;
     // Drawing the graph evaluates every pair of workloads: not on every tick.
     let mut draw = tokio::time::interval(Duration::from_secs(15));
     let node_title = args.node_name.clone().unwrap_or_else(|| "this node".into());
@@ -458,6 +460,16 @@ async fn agent(
                     dropped_reported = c.events_dropped;
                     metrics.malformed_packets.inc_by(c.malformed.saturating_sub(malformed_reported));
                     malformed_reported = c.malformed;
+                    let d = capture.dns_counters();
+                    metrics.dns_responses.inc_by(d.parsed.saturating_sub(dns_reported.parsed));
+                    metrics.dns_malformed.inc_by(
+                        (d.malformed + d.not_response)
+                            .saturating_sub(dns_reported.malformed + dns_reported.not_response),
+                    );
+                    metrics.dns_dropped.inc_by(c.dns_dropped.saturating_sub(dns_dropped_reported));
+                    dns_dropped_reported = c.dns_dropped;
+                    metrics.dns_names.set(d.names as i64);
+                    dns_reported = d;
                     metrics.attached_interfaces.set(capture.attached_count() as i64);
                     metrics
                         .one_direction_interfaces

@@ -161,6 +161,7 @@ async fn observe(
     let last = capture.stop();
     written += write(&mut out, &last)?;
     let c = capture.counters();
+    let d = capture.dns_counters();
     info!(
         records = written,
         packets = c.packets,
@@ -170,6 +171,12 @@ async fn observe(
         fragments = c.fragments,
         tcp_midstream = c.tcp_midstream,
         one_direction,
+        dns_responses = d.parsed,
+        dns_truncated = d.truncated,
+        dns_malformed = d.malformed,
+        dns_not_response = d.not_response,
+        dns_dropped = c.dns_dropped,
+        dns_names = d.names,
         "stopped"
     );
     if c.events_dropped > 0 {

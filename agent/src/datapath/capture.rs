@@ -9,8 +9,11 @@ use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tracing::{info, warn};
 
-use super::{ClockOffset, Config, Counters, Datapath, Report, drain, event_to_report};
+use super::{
+    ClockOffset, Config, Counters, Datapath, Report, dns_report, drain, drain_dns, event_to_report,
+};
 use crate::{
+    dns::{DnsError, NameMap},
     flow::{Endpoint, FlowRecord, Outcome, Protocol},
     netif::{InterfaceFilter, Link, LinkChange, LinkWatcher},
     preexisting,
@@ -35,7 +38,32 @@ pub struct Capture {
     answer_timeout: Duration,
     /// Interfaces already warned about as seen one way.
     one_way_warned: HashSet<u32>,
+    dns_ring: AsyncFd<RingBuf<MapData>>,
+    /// What each pod resolved, to name the destinations of its connections.
+    resolved: NameMap,
+    dns: DnsCounters,
+    last_prune: Instant,
 }
+
+/// What became of the DNS responses read from the ring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DnsCounters {
+    /// Read, with at least the question.
+    pub parsed: u64,
+    /// Of those, cut short before their last answer record (the copy is bounded).
+    pub truncated: u64,
+    /// Not a DNS message the parser accepts: cut in the header or question, a compression
+    /// pointer that loops or points forward, a bad label, a length that lies.
+    pub malformed: u64,
+    /// DNS messages that are not responses to a standard query.
+    pub not_response: u64,
+    /// Names remembered now, over all pods, and names dropped because a pod had too many.
+    pub names: u64,
+    pub names_evicted: u64,
+}
+
+/// How often remembered names are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
 /// A connection, oriented from its initiator: protocol, source, destination.
 type FlowId = (
@@ -79,13 +107,17 @@ impl Capture {
     /// Loads the programs and attaches them to every matching interface. Needs a tokio
     /// runtime.
     pub async fn start(filter: InterfaceFilter, config: &Config) -> anyhow::Result<Self> {
-        let (dp, ring) = Datapath::load(config)?;
+        let (dp, ring, dns_ring) = Datapath::load(config)?;
         let clock = ClockOffset::now();
         // SAFETY: the RingBuf owns its map fd, which stays open and unchanged for as long as
         // the AsyncFd owns the RingBuf.
         let ring = unsafe { AsyncFd::register(ring) }
             .map_err(|e| e.into_parts().1)
             .map_err(|e| anyhow::anyhow!("watching the ring buffer: {e}"))?;
+        // SAFETY: as above.
+        let dns_ring = unsafe { AsyncFd::register(dns_ring) }
+            .map_err(|e| e.into_parts().1)
+            .map_err(|e| anyhow::anyhow!("watching the DNS ring buffer: {e}"))?;
         let (watcher, links) = LinkWatcher::start().await?;
         let mut capture = Self {
             dp,
@@ -98,6 +130,10 @@ impl Capture {
             deadlines: VecDeque::new(),
             answer_timeout: config.answer_timeout,
             one_way_warned: HashSet::new(),
+            dns_ring,
+            resolved: NameMap::default(),
+            dns: DnsCounters::default(),
+            last_prune: Instant::now(),
         };
         for link in links {
             if capture.filter.matches(&link) {
@@ -120,9 +156,61 @@ impl Capture {
         }
     }
 
+    /// Reads the DNS responses waiting, into the names each pod resolved.
+    fn drain_dns(&mut self) {
+        let clock = self.clock;
+        let mut reports = Vec::new();
+        drain_dns(self.dns_ring.get_mut(), |ev| {
+            reports.extend(dns_report(ev, clock))
+        });
+        for r in reports {
+            match r.answers {
+                Ok(a) => {
+                    self.dns.parsed += 1;
+                    self.dns.truncated += u64::from(a.truncated);
+                    self.resolved.record(r.client, &a.resolutions, r.at);
+                }
+                Err(DnsError::NotAResponse) => self.dns.not_response += 1,
+                Err(DnsError::Malformed(_)) => self.dns.malformed += 1,
+            }
+        }
+        if self.last_prune.elapsed() >= PRUNE_EVERY {
+            self.last_prune = Instant::now();
+            self.resolved.prune(chrono::Utc::now());
+        }
+    }
+
+    /// Names a record's destination by what its source resolved to that address before the
+    /// connection started.
+    fn name_destination(&self, r: &mut FlowRecord) {
+        if let (Endpoint::Ip(src), Endpoint::Ip(dst)) = (&r.src, &r.dst) {
+            let at = r.first_seen.unwrap_or_else(chrono::Utc::now);
+            r.dst_names = self.resolved.names(*src, *dst, at);
+        }
+    }
+
+    /// What became of the DNS responses read so far.
+    pub fn dns_counters(&self) -> DnsCounters {
+        DnsCounters {
+            names: self.resolved.len() as u64,
+            names_evicted: self.resolved.evicted,
+            ..self.dns
+        }
+    }
+
     /// The records whose outcome is known: answered or refused now, or past the answer
-    /// timeout. Starts without an outcome wait in `pending`.
+    /// timeout. Starts without an outcome wait in `pending`. Names their destinations.
     fn drain(&mut self) -> Vec<FlowRecord> {
+        // Answers come before the connections they name.
+        self.drain_dns();
+        let mut out = self.drain_settled();
+        for r in &mut out {
+            self.name_destination(r);
+        }
+        out
+    }
+
+    fn drain_settled(&mut self) -> Vec<FlowRecord> {
         let mut out = Vec::new();
         let (names, clock) = (&self.names, self.clock);
         let mut reports = Vec::new();
@@ -239,10 +327,19 @@ impl Capture {
                         None => std::future::pending().await,
                     }
                 } => {
-                    let records = self.expire(Instant::now(), false);
+                    let mut records = self.expire(Instant::now(), false);
+                    for r in &mut records {
+                        self.name_destination(r);
+                    }
                     if !records.is_empty() {
                         return Ok(records);
                     }
+                }
+                guard = self.dns_ring.readable_mut() => {
+                    let mut guard = guard?;
+                    guard.clear_ready();
+                    drop(guard);
+                    self.drain_dns();
                 }
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard?;
@@ -319,7 +416,11 @@ impl Capture {
     pub fn stop(&mut self) -> Vec<FlowRecord> {
         self.dp.detach_all();
         let mut out = self.drain();
-        out.extend(self.expire(Instant::now(), true));
+        let mut rest = self.expire(Instant::now(), true);
+        for r in &mut rest {
+            self.name_destination(r);
+        }
+        out.extend(rest);
         out
     }
 }

@@ -1,8 +1,9 @@
-//! Turns a [`FlowEvent`] from the kernel into a [`FlowRecord`]. Pure.
+//! Turns a [`FlowEvent`] from the kernel into a [`FlowRecord`], and a [`DnsEvent`] into the
+//! answers it carries. Pure.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use agent_ebpf::{FlowEvent, event_kind, family, origin, outcome};
+use agent_ebpf::{DnsEvent, FlowEvent, event_kind, family, origin, outcome, proto};
 use chrono::{DateTime, Utc};
 
 use crate::flow::{Endpoint, FlowRecord, Initiator, Outcome, Protocol};
@@ -52,6 +53,37 @@ fn addr(words: [u32; 4], fam: u8) -> Option<IpAddr> {
         family::IPV6 => Some(IpAddr::V6(Ipv6Addr::from(bytes))),
         _ => None,
     }
+}
+
+/// A DNS response to a pod, read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsReport {
+    /// The pod that received it.
+    pub client: IpAddr,
+    pub at: DateTime<Utc>,
+    pub answers: Result<crate::dns::Answers, crate::dns::DnsError>,
+}
+
+/// Reads a DNS event: the copied payload as a DNS message (over TCP, after its two-octet
+/// length). `None` for an event with an unknown address family or protocol, or a length
+/// beyond its buffer: the programs never write one, and a corrupt event is not trusted.
+pub fn dns_report(ev: &DnsEvent, clock: ClockOffset) -> Option<DnsReport> {
+    let client = addr(ev.client, ev.family)?;
+    let data = ev.data.get(..usize::from(ev.captured))?;
+    // A copy cut short of the payload cuts the message: the parser keeps the answer records
+    // read before the cut and says so.
+    let cut = ev.captured < ev.len;
+    let answers = match ev.proto {
+        proto::UDP if cut => crate::dns::parse_cut_response(data),
+        proto::UDP => crate::dns::parse_response(data),
+        proto::TCP => crate::dns::parse_tcp_response(data, cut),
+        _ => return None,
+    };
+    Some(DnsReport {
+        client,
+        at: clock.to_wall(ev.timestamp_ns),
+        answers,
+    })
 }
 
 /// The record for one connection start, or `None` for an event that names an unknown protocol

@@ -12,7 +12,7 @@ mod event;
 
 use std::{collections::BTreeMap, io};
 
-use agent_ebpf::{FlowEvent, counter, names};
+use agent_ebpf::{DnsEvent, FlowEvent, counter, names};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
@@ -21,8 +21,8 @@ use aya::{
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions},
     },
 };
-pub use capture::Capture;
-pub use event::{ClockOffset, Report, event_to_record, event_to_report};
+pub use capture::{Capture, DnsCounters};
+pub use event::{ClockOffset, DnsReport, Report, dns_report, event_to_record, event_to_report};
 use tracing::{debug, info, warn};
 
 /// The eBPF object built by agent/build.rs (public for the datapath benchmark).
@@ -116,6 +116,9 @@ pub struct Counters {
     pub tcp_midstream: u64,
     pub icmp_control: u64,
     pub other_protocol: u64,
+    /// DNS responses to pods copied to userspace, and those lost to a full DNS ring.
+    pub dns_responses: u64,
+    pub dns_dropped: u64,
 }
 
 struct Attachment {
@@ -154,9 +157,9 @@ fn hooks(l3: bool) -> [(&'static str, TcAttachType); 2] {
 }
 
 impl Datapath {
-    /// Loads the programs into the kernel and returns them with the event ring buffer, which
-    /// the caller drains.
-    pub fn load(config: &Config) -> Result<(Self, RingBuf<MapData>), Error> {
+    /// Loads the programs into the kernel and returns them with the event ring buffers
+    /// (connection events, DNS responses), which the caller drains.
+    pub fn load(config: &Config) -> Result<(Self, RingBuf<MapData>, RingBuf<MapData>), Error> {
         bump_memlock_rlimit();
         let mut ebpf = EbpfLoader::new()
             .override_global(names::GLOBAL_IDLE_TIMEOUT_NS, &config.idle_timeout_ns, true)
@@ -179,6 +182,14 @@ impl Datapath {
         )
         .map_err(|source| Error::Map {
             name: names::MAP_EVENTS,
+            source,
+        })?;
+        let dns = RingBuf::try_from(
+            ebpf.take_map(names::MAP_DNS_EVENTS)
+                .ok_or(Error::Missing("DNS_EVENTS map"))?,
+        )
+        .map_err(|source| Error::Map {
+            name: names::MAP_DNS_EVENTS,
             source,
         })?;
         let counters = PerCpuArray::try_from(
@@ -207,6 +218,7 @@ impl Datapath {
                 syn_seen,
             },
             events,
+            dns,
         ))
     }
 
@@ -376,6 +388,8 @@ impl Datapath {
             tcp_midstream: sum(counter::TCP_MIDSTREAM),
             icmp_control: sum(counter::ICMP_CONTROL),
             other_protocol: sum(counter::OTHER_PROTOCOL),
+            dns_responses: sum(counter::DNS_RESPONSES),
+            dns_dropped: sum(counter::DNS_DROPPED),
         }
     }
 }
@@ -438,6 +452,20 @@ fn bump_memlock_rlimit() {
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
         debug!("could not raise RLIMIT_MEMLOCK; fine on kernels 5.11 and later");
     }
+}
+
+/// Reads every DNS response waiting in the DNS ring buffer.
+pub fn drain_dns(ring: &mut RingBuf<MapData>, mut f: impl FnMut(&DnsEvent)) -> usize {
+    let mut n = 0;
+    while let Some(item) = ring.next() {
+        if item.len() >= size_of::<DnsEvent>() {
+            // SAFETY: DnsEvent is Pod; read_unaligned copes with any alignment of the item.
+            let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<DnsEvent>()) };
+            f(&ev);
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Reads every event waiting in the ring buffer.

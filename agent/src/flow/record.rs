@@ -239,6 +239,11 @@ pub struct FlowRecord {
     /// are taken as answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// The names the source resolved to the destination's address (DNS answers it received
+    /// before the connection started, within their TTL and a grace period), sorted. Empty when
+    /// none is known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dst_names: Vec<String>,
 }
 
 impl FlowRecord {
@@ -256,6 +261,7 @@ impl FlowRecord {
             icmp_type: None,
             icmp_code: None,
             outcome: None,
+            dst_names: Vec::new(),
         }
     }
 
