@@ -62,6 +62,7 @@ fn alert() -> Alert {
             port: Some(5432),
         },
         src_pod: Some("shop/web-1".into()),
+        dst_names: Vec::new(),
         first_seen: Utc::now(),
         count: 1,
         explanation: serde_json::json!({"verdict": "deny"}),

@@ -64,6 +64,10 @@ pub struct Alert {
     /// Kubernetes Event).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub src_pod: Option<String>,
+    /// The DNS names the source pod resolved to the destination's address before the
+    /// connection (see the flow record's `dst_names`); empty when none is known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dst_names: Vec<String>,
     pub first_seen: DateTime<Utc>,
     /// Connections seen on the edge so far.
     pub count: u64,

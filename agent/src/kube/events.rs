@@ -81,10 +81,14 @@ pub fn event_for(
             ports.join(", ")
         )
     } else {
+        let dst = if alert.dst_names.is_empty() {
+            alert.edge.dst.clone()
+        } else {
+            format!("{} ({})", alert.edge.dst, alert.dst_names.join(", "))
+        };
         format!(
-            "{} -> {} {}{port}: {what}{decided}; first seen {}, {} connection(s)",
+            "{} -> {dst} {}{port}: {what}{decided}; first seen {}, {} connection(s)",
             alert.edge.src,
-            alert.edge.dst,
             alert.edge.protocol,
             alert
                 .first_seen
@@ -239,6 +243,7 @@ mod tests {
                 port: Some(5432),
             },
             src_pod: src_pod.map(str::to_owned),
+            dst_names: Vec::new(),
             first_seen: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
             count: 3,
             explanation: serde_json::json!({"verdict": "deny",
@@ -313,6 +318,26 @@ mod tests {
                  deny); ingress undefined: AdminNetworkPolicy/a rule 1 (admin tier, accept) and \
                  AdminNetworkPolicy/b rule 1 (admin tier, deny) disagree at one priority"
             )
+        );
+    }
+
+    #[test]
+    fn an_external_destination_is_named_by_what_its_source_resolved() {
+        let mut a = alert(AlertKind::UnexpectedFlow, Some("shop/web-1"));
+        a.edge.dst = "203.0.113.10".into();
+        a.edge.port = Some(443);
+        a.dst_names = vec!["api.payments.example".into()];
+        let e = event_for(&a, None, "n", Utc::now()).expect("an event");
+        let m = e.message.unwrap();
+        assert!(
+            m.starts_with(
+                "shop/Deployment/web -> 203.0.113.10 (api.payments.example) TCP:443: outside the baseline"
+            ),
+            "{m}"
+        );
+        assert_eq!(
+            serde_json::to_value(&a).unwrap()["dst_names"],
+            serde_json::json!(["api.payments.example"])
         );
     }
 

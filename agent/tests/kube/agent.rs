@@ -169,6 +169,7 @@ async fn the_event_sink_posts_a_warning_event_on_the_source_pod() {
             port: Some(9000),
         },
         src_pod: Some("shop/web".into()),
+        dst_names: Vec::new(),
         first_seen: Utc::now(),
         count: 1,
         explanation: serde_json::json!({"verdict": "deny", "egress": {"decision": "allow"},
