@@ -1,6 +1,6 @@
 //! DNS-aware capture: a pod's connection to an external address carries the names the pod
 //! resolved to that address, over UDP and TCP, as the address behind a name moves; malformed
-//! answers are counted and change nothing.
+//! answers are counted and change nothing; the agent's alerts name the destination.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -8,8 +8,9 @@ use std::{
 };
 
 use trustmap_e2e::{
-    Agent, Cluster, ClusterSpec, DnsAnswer, DnsServer, TcpServer, dns_query, require_root,
-    tcp_connect,
+    Agent, Cluster, ClusterSpec, DnsAnswer, DnsServer, TcpServer, dns_query,
+    manifests::{self, PodOptions},
+    require_root, tcp_connect,
 };
 
 const NAME: &str = "api.payments.example";
@@ -87,4 +88,116 @@ fn connections_carry_the_names_their_pod_resolved_as_the_address_moves() {
     assert_eq!(agent.final_counter("dns_malformed"), 1);
     assert_eq!(agent.final_counter("dns_dropped"), 0);
     drop((pay_a, pay_b, resolver));
+}
+
+/// The accepted egress of `web`: DNS to the `dns` pod, nothing else.
+const BASELINE: &str = r#"---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-egress, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{podSelector: {matchLabels: {app: dns}}}]
+    ports: [{port: 53, protocol: UDP}, {port: 53, protocol: TCP}]
+"#;
+
+#[test]
+fn an_unexpected_external_flow_alert_names_the_domain() {
+    require_root();
+    let spec = ClusterSpec::new(1)
+        .pod(1, "web", &[("app", "web")])
+        .pod(1, "dns", &[("app", "dns")])
+        .external("pay");
+    let cluster = Cluster::start(&spec);
+    let (web, dns) = (cluster.pod("web"), cluster.pod("dns"));
+    let (pay_ns, pay_ip) = cluster.external("pay");
+    let IpAddr::V4(pay4) = pay_ip else {
+        panic!("external hosts are IPv4");
+    };
+    let work = std::env::temp_dir().join(format!("trustmap-dns-e2e-{}", cluster.prefix));
+    let (dir, baseline, state) = (
+        work.join("manifests"),
+        work.join("baseline"),
+        work.join("state"),
+    );
+    for d in [&dir, &baseline, &state] {
+        std::fs::create_dir_all(d).expect("dirs");
+    }
+    let mut text = manifests::namespace("shop", &[("trustmap.dev/mode", "alert")]);
+    for p in [web, dns] {
+        text += &manifests::pod(p, "shop", &PodOptions::default());
+    }
+    std::fs::write(dir.join("cluster.yaml"), text).expect("manifests");
+    std::fs::write(baseline.join("accepted.yaml"), BASELINE).expect("baseline");
+    let alerts_file = work.join("alerts.jsonl");
+    let server = SocketAddr::new(IpAddr::V4(dns.ipv4), 53);
+    let _resolver = DnsServer::start(
+        &dns.netns,
+        server,
+        HashMap::from([
+            (NAME.to_owned(), DnsAnswer::A(pay4, 300)),
+            ("loop.example".to_owned(), DnsAnswer::PointerLoop),
+        ]),
+    );
+    let _pay = TcpServer::start(pay_ns, SocketAddr::new(pay_ip, 443));
+    let pattern = cluster.pod_interface_pattern();
+    let args = [
+        "agent",
+        "--inventory",
+        "manifests",
+        "--manifests",
+        &dir.display().to_string(),
+        "--baseline",
+        &baseline.display().to_string(),
+        "--state-dir",
+        &state.display().to_string(),
+        "--alerts",
+        &alerts_file.display().to_string(),
+        "--listen",
+        "127.0.0.1:0",
+        "--interface",
+        &pattern,
+    ]
+    .map(str::to_owned);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut agent = Agent::start_in("dns-agent", &argv, false);
+
+    dns_query(&web.netns, server, NAME, false);
+    dns_query(&web.netns, server, "loop.example", false);
+    tcp_connect(&web.netns, SocketAddr::new(pay_ip, 443));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let alert = loop {
+        let text = std::fs::read_to_string(&alerts_file).unwrap_or_default();
+        if let Some(a) = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|a| a["kind"] == "unexpected_flow")
+        {
+            break a;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no unexpected-flow alert; log:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(
+        (
+            &alert["src"],
+            &alert["dst"],
+            &alert["port"],
+            &alert["dst_names"]
+        ),
+        (
+            &serde_json::json!("shop/Pod/web"),
+            &serde_json::json!(pay_ip.to_string()),
+            &serde_json::json!(443),
+            &serde_json::json!([NAME])
+        ),
+        "{alert}"
+    );
+    assert!(agent.signal_and_wait(libc::SIGTERM), "{}", agent.log_text());
 }
