@@ -138,13 +138,12 @@ fn copy_dns(ctx: &TcContext, pkt: &Packet) {
         (*ev).server = pkt.src;
         (*ev).timestamp_ns = bpf_ktime_get_ns();
         (*ev).ifindex = (*ctx.skb.skb).ifindex;
-        (*ev).len = len as u16;
+        (*ev).len = len.min(usize::from(u16::MAX)) as u16;
         (*ev).captured = n as u16;
         (*ev).family = pkt.family;
         (*ev).proto = pkt.proto;
         (*ev)._pad = [0; 6];
-        n >= 1
-            && n <= DNS_CAPTURE
+        (1..=DNS_CAPTURE).contains(&n)
             && bpf_skb_load_bytes(
                 ctx.skb.skb as *const _,
                 off as u32,
