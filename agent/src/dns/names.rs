@@ -21,12 +21,19 @@ use super::answers::Resolution;
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_PER_POD: usize = 4096;
 
+/// When a name was first given to an address for a pod, and until when it is remembered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone)]
 pub struct NameMap {
     grace: chrono::Duration,
     per_pod: usize,
-    /// Pod address → resolved address → name → when it may be forgotten.
-    pods: HashMap<IpAddr, HashMap<IpAddr, HashMap<String, DateTime<Utc>>>>,
+    /// Pod address → resolved address → name → (first answered, may be forgotten after).
+    pods: HashMap<IpAddr, HashMap<IpAddr, HashMap<String, Span>>>,
     /// Entries dropped because a pod was at its limit.
     pub evicted: u64,
 }
@@ -48,14 +55,17 @@ impl NameMap {
     }
 
     /// Records the answers `pod` received at `at`. A name seen again has its time extended,
-    /// never shortened.
+    /// never shortened, and keeps when it was first seen.
     pub fn record(&mut self, pod: IpAddr, answers: &[Resolution], at: DateTime<Utc>) {
         let entries = self.pods.entry(pod).or_default();
         for r in answers {
             let until = at + chrono::Duration::seconds(i64::from(r.ttl)) + self.grace;
             let names = entries.entry(r.ip).or_default();
-            let e = names.entry(r.name.clone()).or_insert(until);
-            *e = (*e).max(until);
+            let e = names
+                .entry(r.name.clone())
+                .or_insert(Span { since: at, until });
+            e.since = e.since.min(at);
+            e.until = e.until.max(until);
         }
         let count: usize = entries.values().map(HashMap::len).sum();
         if count > self.per_pod {
@@ -63,7 +73,8 @@ impl NameMap {
         }
     }
 
-    /// The names `pod` resolved to `ip` that are still remembered at `at`, sorted.
+    /// The names `pod` had resolved to `ip` by `at` and still remembers then, sorted: an
+    /// answer that came after `at` does not name a connection that started at `at`.
     pub fn names(&self, pod: IpAddr, ip: IpAddr, at: DateTime<Utc>) -> Vec<String> {
         self.pods
             .get(&pod)
@@ -71,7 +82,7 @@ impl NameMap {
             .map(|names| {
                 names
                     .iter()
-                    .filter(|(_, until)| **until >= at)
+                    .filter(|(_, span)| span.since <= at && at <= span.until)
                     .map(|(n, _)| n.clone())
                     .collect::<BTreeSet<_>>()
                     .into_iter()
@@ -84,7 +95,7 @@ impl NameMap {
     pub fn prune(&mut self, at: DateTime<Utc>) {
         self.pods.retain(|_, m| {
             m.retain(|_, names| {
-                names.retain(|_, until| *until >= at);
+                names.retain(|_, span| span.until >= at);
                 !names.is_empty()
             });
             !m.is_empty()
@@ -111,10 +122,10 @@ impl NameMap {
 }
 
 /// Drops the `n` entries that expire first; returns how many were dropped.
-fn evict(entries: &mut HashMap<IpAddr, HashMap<String, DateTime<Utc>>>, n: usize) -> usize {
+fn evict(entries: &mut HashMap<IpAddr, HashMap<String, Span>>, n: usize) -> usize {
     let mut all: Vec<(DateTime<Utc>, IpAddr, String)> = entries
         .iter()
-        .flat_map(|(ip, names)| names.iter().map(|(name, t)| (*t, *ip, name.clone())))
+        .flat_map(|(ip, names)| names.iter().map(|(name, s)| (s.until, *ip, name.clone())))
         .collect();
     all.sort();
     for (_, ip, name) in all.iter().take(n) {
@@ -162,6 +173,17 @@ mod tests {
         assert_eq!(m.names(pod(1), ip(10), t(91)), [] as [String; 0]);
         m.prune(t(91));
         assert!(m.is_empty());
+    }
+
+    #[test]
+    fn an_answer_after_the_connection_started_does_not_name_it() {
+        let mut m = NameMap::new(Duration::ZERO, 100);
+        m.record(pod(1), &[r("late.example", 10, 300)], t(10));
+        assert_eq!(m.names(pod(1), ip(10), t(9)), [] as [String; 0]);
+        assert_eq!(m.names(pod(1), ip(10), t(10)), ["late.example"]);
+        // An earlier answer for the same name moves its start back.
+        m.record(pod(1), &[r("late.example", 10, 300)], t(5));
+        assert_eq!(m.names(pod(1), ip(10), t(9)), ["late.example"]);
     }
 
     #[test]
