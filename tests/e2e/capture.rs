@@ -143,7 +143,9 @@ fn capture_parses_packets_without_a_link_layer_header() {
         }
         std::thread::sleep(Duration::from_millis(300));
         let mut events = Vec::new();
-        drain(&mut ring, |ev| events.push(event_key(&ev)));
+        drain(&mut ring, |ev: agent_ebpf::FlowEvent| {
+            events.push(event_key(&ev))
+        });
         let counters = dp.counters();
         drop(listener);
         (events, counters)

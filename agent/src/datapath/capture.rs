@@ -9,9 +9,7 @@ use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tracing::{info, warn};
 
-use super::{
-    ClockOffset, Config, Counters, Datapath, Report, dns_report, drain, drain_dns, event_to_report,
-};
+use super::{ClockOffset, Config, Counters, Datapath, Report, dns_report, drain, event_to_report};
 use crate::{
     dns::{DnsError, NameMap},
     flow::{Endpoint, FlowRecord, Outcome, Protocol},
@@ -160,8 +158,8 @@ impl Capture {
     fn drain_dns(&mut self) {
         let clock = self.clock;
         let mut reports = Vec::new();
-        drain_dns(self.dns_ring.get_mut(), |ev| {
-            reports.extend(dns_report(ev, clock))
+        drain(self.dns_ring.get_mut(), |ev: agent_ebpf::DnsEvent| {
+            reports.extend(dns_report(&ev, clock))
         });
         for r in reports {
             match r.answers {
@@ -214,7 +212,7 @@ impl Capture {
         let mut out = Vec::new();
         let (names, clock) = (&self.names, self.clock);
         let mut reports = Vec::new();
-        drain(self.ring.get_mut(), |ev| {
+        drain(self.ring.get_mut(), |ev: agent_ebpf::FlowEvent| {
             let name = names.get(&ev.ifindex).map(String::as_str);
             if let Some(r) = event_to_report(&ev, name, clock) {
                 reports.push(r);

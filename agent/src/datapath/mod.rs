@@ -12,7 +12,7 @@ mod event;
 
 use std::{collections::BTreeMap, io};
 
-use agent_ebpf::{DnsEvent, FlowEvent, counter, names};
+use agent_ebpf::{counter, names};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
@@ -454,27 +454,15 @@ fn bump_memlock_rlimit() {
     }
 }
 
-/// Reads every DNS response waiting in the DNS ring buffer.
-pub fn drain_dns(ring: &mut RingBuf<MapData>, mut f: impl FnMut(&DnsEvent)) -> usize {
+/// Reads every record waiting in a ring buffer as a `T` (an `agent_ebpf::FlowEvent` from `EVENTS`, a
+/// `DnsEvent` from `DNS_EVENTS`); a record too short for `T` is skipped.
+pub fn drain<T: aya::Pod>(ring: &mut RingBuf<MapData>, mut f: impl FnMut(T)) -> usize {
     let mut n = 0;
     while let Some(item) = ring.next() {
-        if item.len() >= size_of::<DnsEvent>() {
-            // SAFETY: DnsEvent is Pod; read_unaligned copes with any alignment of the item.
-            let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<DnsEvent>()) };
-            f(&ev);
-            n += 1;
-        }
-    }
-    n
-}
-
-/// Reads every event waiting in the ring buffer.
-pub fn drain(ring: &mut RingBuf<MapData>, mut f: impl FnMut(FlowEvent)) -> usize {
-    let mut n = 0;
-    while let Some(item) = ring.next() {
-        if item.len() >= size_of::<FlowEvent>() {
-            // SAFETY: FlowEvent is Pod; read_unaligned copes with any alignment of the item.
-            let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) };
+        if item.len() >= size_of::<T>() {
+            // SAFETY: T is Pod (any bit pattern is valid); read_unaligned copes with any
+            // alignment of the item.
+            let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<T>()) };
             f(ev);
             n += 1;
         }
