@@ -74,6 +74,7 @@ fn a_hundred_thousand_edges_fit_well_under_64_mib() {
                 outcome: None,
             },
             alerted: Default::default(),
+            names: Vec::new(),
         };
         g.add(src, &dst, Protocol::Tcp, port, stats);
     }

@@ -933,6 +933,7 @@ fn simulated_edges(node: usize, n: usize, round: u64) -> Vec<trustmap::kube::Edg
             count: 1 + if k % 100 == 0 { round } else { 0 },
             first_seen: t,
             last_seen: t,
+            dst_names: Vec::new(),
         })
         .collect()
 }

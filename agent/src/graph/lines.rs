@@ -27,6 +27,9 @@ struct Line<'a> {
     sample: std::borrow::Cow<'a, Sample>,
     #[serde(default, skip_serializing_if = "Alerted::is_empty")]
     alerted: Alerted,
+    /// The destination's DNS names (see [`EdgeStats::names`]).
+    #[serde(default, skip_serializing_if = "<[_]>::is_empty")]
+    dst_names: std::borrow::Cow<'a, [String]>,
 }
 
 impl FlowGraph {
@@ -43,6 +46,7 @@ impl FlowGraph {
                 last_seen: e.stats.last_seen,
                 sample: std::borrow::Cow::Borrowed(&e.stats.sample),
                 alerted: e.stats.alerted,
+                dst_names: std::borrow::Cow::Borrowed(&e.stats.names),
             };
             serde_json::to_writer(&mut w, &line)?;
             w.write_all(b"\n")?;
@@ -74,6 +78,7 @@ impl FlowGraph {
                 last_seen: l.last_seen,
                 sample: l.sample.into_owned(),
                 alerted: l.alerted,
+                names: super::name_list(&l.dst_names),
             };
             self.add(&l.src, &l.dst, l.protocol, l.port, stats);
         }

@@ -68,6 +68,32 @@ pub struct EdgeStats {
     /// Alerts already sent about the edge (kept in the state file, so that a restart sends
     /// them only if the edge's verdict changed).
     pub alerted: Alerted,
+    /// For a destination outside the cluster: the DNS names its connections were made to,
+    /// sorted, at most [`MAX_NAMES`].
+    pub names: Vec<String>,
+}
+
+/// Names an edge keeps; a destination answering for more is a shared front (a CDN), whose
+/// names say little about the service.
+pub const MAX_NAMES: usize = 16;
+
+/// `names` as an edge keeps them (see [`merge_names`]).
+pub fn name_list(names: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    merge_names(&mut out, names);
+    out
+}
+
+/// Adds `more` to the sorted name list `names`, keeping it sorted, unique and at most
+/// [`MAX_NAMES`] long (the first names in order, so merging in any order gives the same list).
+pub fn merge_names(names: &mut Vec<String>, more: &[String]) {
+    if more.iter().all(|n| names.binary_search(n).is_ok()) {
+        return;
+    }
+    names.extend(more.iter().cloned());
+    names.sort();
+    names.dedup();
+    names.truncate(MAX_NAMES);
 }
 
 /// Which alerts an edge has raised.
@@ -89,6 +115,7 @@ impl EdgeStats {
     fn absorb(&mut self, o: &EdgeStats) {
         self.alerted.would_deny |= o.alerted.would_deny;
         self.alerted.unexpected_flow |= o.alerted.unexpected_flow;
+        merge_names(&mut self.names, &o.names);
         self.count = self.count.saturating_add(o.count);
         let earlier = match (o.first_seen, self.first_seen) {
             (Some(a), Some(b)) => a < b,
@@ -188,6 +215,7 @@ impl FlowGraph {
             last_seen: o.seen,
             sample: o.sample.clone(),
             alerted: Alerted::default(),
+            names: name_list(&o.dst_names),
         };
         self.add(&o.src, &o.dst, o.protocol, o.port, stats)
     }
@@ -271,7 +299,12 @@ impl FlowGraph {
         let sample_heap: usize = self
             .edges
             .values()
-            .map(|s| end_heap(&s.sample.src) + end_heap(&s.sample.dst))
+            .map(|s| {
+                end_heap(&s.sample.src)
+                    + end_heap(&s.sample.dst)
+                    + s.names.capacity() * size_of::<String>()
+                    + s.names.iter().map(String::len).sum::<usize>()
+            })
             .sum();
         let peer_heap: usize = self
             .peers

@@ -24,6 +24,7 @@ fn obs(src: &str, dst: &str, port: u16, at: &str) -> Observation {
             initiator: None,
             outcome: None,
         },
+        dst_names: Vec::new(),
     }
 }
 
@@ -109,6 +110,7 @@ fn json_lines_round_trip_and_state_file_survives_restart() {
             last_seen: None,
             sample: obs("x/Pod/a", "x/Pod/b", 53, "2026-11-24T10:00:00Z").sample,
             alerted: Default::default(),
+            names: Vec::new(),
         },
     );
     let mut buf = Vec::new();
@@ -172,4 +174,62 @@ fn workload_is_stable_after_the_quiet_period_without_new_edges() {
         ]
     );
     assert_eq!(c[1].quiet_seconds, Some(3 * 3600));
+}
+
+#[test]
+fn an_external_edge_keeps_every_name_its_connections_had_through_files_and_records() {
+    let named = |ip: &str, names: &[&str], at: &str| {
+        let mut o = obs("a/Deployment/web", "a/Deployment/web", 443, at);
+        o.dst = Peer::External(ip.parse().unwrap());
+        o.dst_names = names.iter().map(|n| (*n).to_owned()).collect();
+        o
+    };
+    let mut g = FlowGraph::new();
+    g.observe(&named(
+        "203.0.113.10",
+        &["api.pay.example"],
+        "2026-11-24T10:00:00Z",
+    ));
+    g.observe(&named("203.0.113.10", &[], "2026-11-24T10:01:00Z"));
+    g.observe(&named(
+        "203.0.113.10",
+        &["b.pay.example", "api.pay.example"],
+        "2026-11-24T10:02:00Z",
+    ));
+    let edge = g.edges()[0].stats.clone();
+    assert_eq!(edge.names, ["api.pay.example", "b.pay.example"]);
+    assert_eq!(edge.count, 3);
+
+    let mut buf = Vec::new();
+    g.write_json_lines(&mut buf).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf)
+            .contains(r#""dst_names":["api.pay.example","b.pay.example"]"#),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
+    let mut back = FlowGraph::new();
+    back.read_json_lines(&buf[..], "buf").unwrap();
+    assert_eq!(back.edges()[0].stats.names, edge.names);
+
+    let records = crate::kube::graph_to_records(&g, t("2026-11-24T10:00:00Z"));
+    assert_eq!(records[0].dst_names, edge.names);
+    let (again, bad) = crate::kube::records_to_graph(&records);
+    assert!(bad.is_empty());
+    assert_eq!(again.edges()[0].stats.names, edge.names);
+}
+
+#[test]
+fn an_edge_keeps_at_most_max_names_the_same_whatever_the_merge_order() {
+    let names: Vec<String> = (0..40).map(|i| format!("n{i:02}.cdn.example")).collect();
+    let mut forward = Vec::new();
+    for n in &names {
+        merge_names(&mut forward, std::slice::from_ref(n));
+    }
+    let mut backward = Vec::new();
+    for n in names.iter().rev() {
+        merge_names(&mut backward, std::slice::from_ref(n));
+    }
+    assert_eq!(forward, backward);
+    assert_eq!(forward, names[..MAX_NAMES]);
 }

@@ -319,6 +319,7 @@ impl<'a> Identities<'a> {
         &self,
         r: &FlowRecord,
     ) -> Result<Vec<(Observation, FlowRecord)>, IdentityError> {
+        let original = r;
         let r = self.orient(r)?;
         let at = r.first_seen;
         let sample = Sample {
@@ -330,7 +331,18 @@ impl<'a> Identities<'a> {
             outcome: r.outcome,
         };
         let src = self.peer(&r.src, at)?;
+        // Names belong to the record's destination: kept when orienting did not turn the
+        // record around, and only for destinations outside the cluster.
+        let names = if r.dst == original.dst {
+            original.dst_names.as_slice()
+        } else {
+            &[]
+        };
         let obs = |dst: Peer, port: Option<u16>, judged: FlowRecord| {
+            let dst_names = match dst {
+                Peer::External(_) => names.to_vec(),
+                _ => Vec::new(),
+            };
             let o = Observation {
                 src: src.clone(),
                 dst,
@@ -338,6 +350,7 @@ impl<'a> Identities<'a> {
                 port,
                 seen: at,
                 sample: sample.clone(),
+                dst_names,
             };
             (o, judged)
         };

@@ -294,3 +294,31 @@ fn hand_written_endpoints_must_exist() {
     );
     assert_eq!(ids.classify(&r).unwrap_err().kind(), "unknown_endpoint");
 }
+
+#[test]
+fn names_stay_with_an_external_destination_only() {
+    let inv = inventory();
+    let ids = Identities::new(&inv, IdentityOptions::default());
+    let at = "2026-11-24T10:30:00Z";
+    let names = vec!["api.pay.example".to_owned()];
+    let named = |mut r: FlowRecord| {
+        r.dst_names = names.clone();
+        ids.classify(&r).unwrap()[0].dst_names.clone()
+    };
+    // web to an external address: the names are kept.
+    let out = rec(Protocol::Tcp, "10.1.0.5", 40000, "203.0.113.10", 443, at);
+    assert_eq!(named(out), names);
+    // web to db-0, a pod: names of a cluster address are not kept.
+    let inside = rec(Protocol::Tcp, "10.1.0.5", 40000, "10.1.0.6", 5432, at);
+    assert_eq!(named(inside), Vec::<String>::new());
+    // A reply seen first is turned around: the names were the record's destination's (web),
+    // not the external server's.
+    let turned = rec(Protocol::Udp, "203.0.113.10", 53, "10.1.0.5", 45000, at);
+    let o = {
+        let mut r = turned;
+        r.dst_names = names.clone();
+        ids.classify(&r).unwrap()
+    };
+    assert_eq!(o[0].dst, Peer::External("203.0.113.10".parse().unwrap()));
+    assert!(o[0].dst_names.is_empty(), "{o:?}");
+}

@@ -164,4 +164,7 @@ pub struct Observation {
     pub port: Option<u16>,
     pub seen: Option<DateTime<Utc>>,
     pub sample: Sample,
+    /// For a destination outside the cluster: the names the source resolved to its address
+    /// before connecting (the record's `dst_names`). Empty otherwise.
+    pub dst_names: Vec<String>,
 }

@@ -90,6 +90,10 @@ pub struct EdgeRecord {
     pub first_seen: DateTime<Utc>,
     /// When the last of these connections started.
     pub last_seen: DateTime<Utc>,
+    /// For a destination outside the cluster: the DNS names the initiator resolved to it
+    /// before connecting, sorted. Absent when none is known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dst_names: Vec<String>,
 }
 
 fn protocol_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -113,6 +117,7 @@ impl EdgeRecord {
         self.count = self.count.saturating_add(other.count);
         self.first_seen = self.first_seen.min(other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);
+        crate::graph::merge_names(&mut self.dst_names, &other.dst_names);
     }
 }
 
@@ -229,6 +234,7 @@ mod tests {
             count,
             first_seen: t(first),
             last_seen: t(last),
+            dst_names: Vec::new(),
         }
     }
 

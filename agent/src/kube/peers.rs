@@ -65,6 +65,7 @@ pub fn graph_to_records(
             count: e.stats.count,
             first_seen: first,
             last_seen: e.stats.last_seen.unwrap_or(first),
+            dst_names: e.stats.names.clone(),
         }
     }))
 }
@@ -92,6 +93,7 @@ pub fn records_to_graph(records: &[EdgeRecord]) -> (FlowGraph, Vec<EdgeRecord>) 
                 outcome: None,
             },
             alerted: Default::default(),
+            names: crate::graph::name_list(&r.dst_names),
         };
         graph.add(&src, &dst, r.protocol, r.port, stats);
     }
@@ -157,6 +159,7 @@ mod tests {
                     outcome: None,
                 },
                 alerted: Default::default(),
+                names: Vec::new(),
             };
             g.add(&ps[0], dst, Protocol::Tcp, Some(80), stats);
         }

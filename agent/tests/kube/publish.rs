@@ -26,6 +26,7 @@ pub fn edge(src: &str, dst: &str, port: u16, count: u64) -> EdgeRecord {
         count,
         first_seen: t,
         last_seen: t,
+        dst_names: Vec::new(),
     }
 }
 
