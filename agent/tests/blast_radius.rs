@@ -50,6 +50,7 @@ fn brute_ports(ev: &Evaluator<'_>, a: &Resolved, b: &Resolved, cuts: &[u32]) -> 
                 dst: *b,
                 protocol,
                 port: Some(start as u16),
+                dst_names: &[],
             };
             if ev.evaluate(&c).allowed() {
                 n += u64::from(end - start + 1);

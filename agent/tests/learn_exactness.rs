@@ -221,7 +221,15 @@ fn check_exact(
     ws: Vec<W>,
     raw_flows: Vec<(usize, usize, usize, usize)>,
     layered: bool,
+    format: synth::PolicyFormat,
 ) -> Result<(), TestCaseError> {
+    // Cilium matches nodes by entity (host, remote-node), never one by one: learning one node
+    // allows them all.
+    let cilium = format == synth::PolicyFormat::Cilium;
+    let group = |e: End| match group(e) {
+        End::Node(_) if cilium => End::Node(0),
+        g => g,
+    };
     let b = build(&ws);
     let n = b.ends.len();
     // Flows between ends (not both outside the cluster).
@@ -260,7 +268,11 @@ fn check_exact(
         selectors: &selectors,
         cluster_cidrs: ids.cluster_cidrs(),
     };
-    let learned = synth::learn(&ctx, &graph, &SynthOptions::default());
+    let opts = SynthOptions {
+        format,
+        ..SynthOptions::default()
+    };
+    let learned = synth::learn(&ctx, &graph, &opts);
     let policies = learned.to_policies().expect("learned policies are valid");
     let learned_namespaces: BTreeSet<String> = learned
         .policies
@@ -319,6 +331,7 @@ fn check_exact(
                     dst: *dr,
                     protocol: proto,
                     port,
+                    dst_names: &[],
                 };
                 let actual = ev.evaluate(&c).allowed();
                 let seen = observed.contains(&(group(*s), group(*d), proto, port));
@@ -370,7 +383,15 @@ proptest! {
         ws in prop::collection::vec(workload(), 1..6),
         flows in prop::collection::vec((0..64usize, 0..64usize, 0..8usize, 0..8usize), 0..14),
     ) {
-        check_exact(ws, flows, false)?;
+        check_exact(ws, flows, false, synth::PolicyFormat::K8s)?;
+    }
+
+    #[test]
+    fn learned_cilium_policies_allow_exactly_the_observed_flows(
+        ws in prop::collection::vec(workload(), 1..6),
+        flows in prop::collection::vec((0..64usize, 0..64usize, 0..8usize, 0..8usize), 0..14),
+    ) {
+        check_exact(ws, flows, false, synth::PolicyFormat::Cilium)?;
     }
 
     #[test]
@@ -378,7 +399,7 @@ proptest! {
         ws in prop::collection::vec(workload(), 1..6),
         flows in prop::collection::vec((0..64usize, 0..64usize, 0..8usize, 0..8usize), 0..14),
     ) {
-        check_exact(ws, flows, true)?;
+        check_exact(ws, flows, true, synth::PolicyFormat::K8s)?;
     }
 }
 

@@ -134,7 +134,8 @@ proptest! {
         let loaded = common::load(&c.docs);
         let ev = Evaluator::new(&loaded.inventory, &loaded.policies);
         for (s, d, proto, port) in flows(seed, &c.endpoints, 200) {
-            let conn = ev.connection(&FlowRecord::new(proto, s.parse().unwrap(), d.parse().unwrap(), port)).unwrap();
+            let record = FlowRecord::new(proto, s.parse().unwrap(), d.parse().unwrap(), port);
+            let conn = ev.connection(&record).unwrap();
             let v = ev.evaluate(&conn);
             let e = ev.explain(&conn);
             prop_assert_eq!(e.verdict == "allow", v.allowed());

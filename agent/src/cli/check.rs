@@ -15,7 +15,7 @@ use crate::{
     flow::{Endpoint, FlowRecord},
     identity::{Identities, IdentityOptions},
     inventory::{Loaded, load_paths_with},
-    policy::{Evaluator, Explanation, SideExplanation},
+    policy::{Connection, Evaluator, Explanation, SideExplanation},
 };
 
 #[derive(Debug, clap::Args)]
@@ -116,10 +116,11 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 // NetworkPolicy sees the connection after DNAT.
                 let judged = ids.through_service(&r);
                 ev.connection(judged.as_ref().unwrap_or(&r))
-                    .map(|c| (r, c))
+                    .map(|c| (c.src, c.dst, c.protocol, c.port))
+                    .map(|ends| (r, ends))
                     .map_err(|e| e.to_string())
             });
-        let (record, conn) = match result {
+        let (record, (src, dst, protocol, port)) = match result {
             Ok(x) => x,
             Err(e) => {
                 errors += 1;
@@ -138,6 +139,14 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 }
                 continue;
             }
+        };
+        // The names the source resolved to the destination, for toFQDNs and domainNames.
+        let conn = Connection {
+            src,
+            dst,
+            protocol,
+            port,
+            dst_names: &record.dst_names,
         };
         let explanation = ev.explain(&conn);
         if explanation.verdict == "deny" {

@@ -36,13 +36,13 @@ pub enum GraphFormat {
 pub fn run(args: GraphArgs) -> anyhow::Result<ExitCode> {
     let loaded = args.source.load()?;
     let ev = Evaluator::new(&loaded.inventory, &loaded.policies).with_admin(&loaded.admin);
-    let observed = if args.flows.is_empty() {
+    let ids = Identities::new(&loaded.inventory, IdentityOptions::default());
+    let graph = if args.flows.is_empty() {
         None
     } else {
-        let ids = Identities::new(&loaded.inventory, IdentityOptions::default());
-        let (graph, _attempts) = build_graph(&ids, &args.flows, &[], None, false)?;
-        Some(observed_connections(&ids, &graph))
+        Some(build_graph(&ids, &args.flows, &[], None, false)?.0)
     };
+    let observed = graph.as_ref().map(|g| observed_connections(&ids, g));
     let model = GraphModel::build(&ev, observed.as_deref());
     let title = args.source.describe();
     let text = match args.output {

@@ -17,7 +17,7 @@ use crate::{
     graph::{FlowGraph, state},
     identity::{Identities, IdentityOptions, WorkloadSelectors},
     policy::Labels,
-    synth::{self, Learned, SynthOptions},
+    synth::{self, Learned, PolicyFormat, SynthOptions},
 };
 
 #[derive(Debug, clap::Args)]
@@ -97,6 +97,18 @@ pub struct SynthArgs {
     /// The ephemeral port range, `low-high`.
     #[arg(long, default_value = "32768-60999")]
     pub ephemeral_ports: String,
+    /// The kind of policy to write: NetworkPolicy (addresses known by DNS names get rules of
+    /// their own, names in the evidence) or CiliumNetworkPolicy (toFQDNs for them).
+    #[arg(long, value_enum, default_value_t = PolicyFormat::K8s)]
+    pub policy_format: PolicyFormat,
+    /// Cilium format: this many names or more one label below the same parent (a.cdn.example,
+    /// b.cdn.example, ...) become one `matchPattern: "*.cdn.example"`; 0 never.
+    #[arg(long, default_value_t = 4)]
+    pub fqdn_pattern_threshold: usize,
+    /// Cilium format: the cluster's DNS domain; the DNS rule lets pods look up any name under
+    /// it (their services, and the resolver's search-list expansions).
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
 }
 
 impl SynthArgs {
@@ -119,6 +131,9 @@ impl SynthArgs {
             dns_labels: id_opts.dns_labels.clone(),
             skip_namespaces: self.skip_namespace.clone(),
             only_namespaces: only.to_vec(),
+            format: self.policy_format,
+            fqdn_pattern_threshold: self.fqdn_pattern_threshold,
+            cluster_domain: self.cluster_domain.trim_matches('.').to_owned(),
         };
         Ok((id_opts, synth_opts))
     }

@@ -145,13 +145,13 @@ pub fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
         ..LintOptions::default()
     };
     opts.validate()?;
-    let observed = if args.flows.is_empty() {
+    let ids = Identities::new(&loaded.inventory, id_opts);
+    let graph = if args.flows.is_empty() {
         None
     } else {
-        let ids = Identities::new(&loaded.inventory, id_opts);
-        let (graph, _attempts) = build_graph(&ids, &args.flows, &[], None, false)?;
-        Some(observed_connections(&ids, &graph))
+        Some(build_graph(&ids, &args.flows, &[], None, false)?.0)
     };
+    let observed = graph.as_ref().map(|g| observed_connections(&ids, g));
     let findings = lint::lint(&LintInput {
         inventory: &loaded.inventory,
         policies: &loaded.policies,

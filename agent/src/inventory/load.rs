@@ -66,7 +66,8 @@ pub struct Loaded {
 }
 
 /// Policy kinds trustmap does not evaluate, by API group: verdicts ignore them, and the loader
-/// says so.
+/// says so. CiliumNetworkPolicy is the exception in files (the loader evaluates it, see
+/// [`crate::policy::cilium`]); from a live cluster it is not read yet, so it stays listed.
 pub const UNEVALUATED_POLICY_KINDS: &[(&str, &[&str])] = &[
     (
         "cilium.io",
@@ -286,6 +287,14 @@ impl Manifests {
                 self.admin.push((loc.clone(), p));
                 Ok(())
             }
+            ("cilium.io/v2", "CiliumNetworkPolicy") => {
+                let cnp: crate::policy::cilium::CiliumNetworkPolicy = decode(doc, &loc, &mut ctx)?;
+                let policy = Policy::from_cilium(&cnp)
+                    .map_err(|e| in_document(&loc, &kind, &cnp.metadata.name, e.into()))?;
+                self.builder.reference_namespace(&policy.namespace);
+                self.policies.push((loc.clone(), policy));
+                Ok(())
+            }
             (api, k) if unevaluated(api, k) => {
                 let name = doc
                     .pointer("/metadata/name")
@@ -326,7 +335,7 @@ impl Manifests {
         for (loc, p) in self.policies {
             if let Some(old) = policies
                 .iter_mut()
-                .find(|o| o.namespace == p.namespace && o.name == p.name)
+                .find(|o| o.kind == p.kind && o.namespace == p.namespace && o.name == p.name)
             {
                 self.notes.push(format!(
                     "{loc}: NetworkPolicy {} replaces an earlier one with the same name",

@@ -242,6 +242,18 @@ impl Inventory {
         &self.endpoint_slices
     }
 
+    /// Where the API server listens: the addresses of Service default/kubernetes's endpoints.
+    pub fn apiserver_ips(&self) -> Vec<IpAddr> {
+        let Some(ns) = self.namespace_id("default") else {
+            return Vec::new();
+        };
+        self.endpoint_slices()
+            .iter()
+            .filter(|s| s.namespace == ns && s.service.as_deref() == Some("kubernetes"))
+            .flat_map(|s| s.addresses.iter().copied())
+            .collect()
+    }
+
     pub fn namespace(&self, id: NamespaceId) -> &Namespace {
         &self.namespaces[id.index()]
     }

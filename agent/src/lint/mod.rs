@@ -119,7 +119,7 @@ pub struct LintInput<'a> {
     pub admin: &'a [crate::policy::AdminPolicy],
     pub sources: &'a Sources,
     /// `Some` when flows were given (possibly none observed).
-    pub observed: Option<&'a [ObservedConnection]>,
+    pub observed: Option<&'a [ObservedConnection<'a>]>,
     pub options: &'a LintOptions,
 }
 

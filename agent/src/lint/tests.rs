@@ -196,6 +196,7 @@ fn run_with(extra: &str, observed: Option<&[(&str, &str, Protocol, u16)]>) -> Ve
                         dst: end(d),
                         protocol: *proto,
                         port: Some(*port),
+                        dst_names: &[],
                     },
                     src_peer: crate::identity::Peer::ClusterDns,
                     dst_peer: crate::identity::Peer::ClusterDns,

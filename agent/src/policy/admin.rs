@@ -480,11 +480,11 @@ fn peer(
         ));
     }
     for (i, n) in names.iter().enumerate() {
-        if !valid_domain(n) {
+        if !valid_domain(n) || super::names::NamePattern::domain_name(n).is_err() {
             return Err(PolicyError::InvalidValue {
                 field: format!("{field}.domainNames[{i}]"),
                 value: n.clone(),
-                expected: "a DNS name, optionally starting with `*.`",
+                expected: "a DNS name of two or more labels, optionally starting with `*.`",
             });
         }
     }

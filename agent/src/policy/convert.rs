@@ -68,6 +68,7 @@ impl Policy {
             });
         }
         Ok(Self {
+            kind: super::model::PolicyKind::NetworkPolicy,
             namespace,
             name,
             pod_selector,

@@ -12,7 +12,8 @@ pub use super::verdict::{Connection, Exemption, RuleRef, SideVerdict, Verdict};
 use super::{
     admin::AdminPolicy,
     compiled::{CPort, NamedPort, NamedPorts, SharedLists},
-    model::{Direction, IpBlock, NamespaceScope, Peer, Policy, Rule},
+    model::{CiliumEntity, Direction, IpBlock, NamespaceScope, Peer, Policy, Rule},
+    names::NamePattern,
     selector::Selector,
     tiers::TierIndex,
 };
@@ -39,12 +40,25 @@ pub(super) fn set_bit(set: &mut [u64], i: usize) {
     set[i / 64] |= 1 << (i % 64);
 }
 
-/// A compiled peer: the pod set of a pod peer, or an ipBlock.
+/// A compiled peer: the pod set of a pod peer, an ipBlock, or a Cilium peer.
 #[derive(Debug, Clone, Copy)]
 enum PeerMatch {
     Pods(u32),
     /// Index into [`Evaluator::ip_blocks`].
     IpBlock(u32),
+    /// A Cilium CIDR (outside the cluster only): index into [`Evaluator::ip_blocks`].
+    Cidr(u32),
+    /// Index into [`Evaluator::fqdns`].
+    Fqdn(u32),
+    Entity(CiliumEntity),
+}
+
+/// What a peer is matched against besides the other end: the pod whose side is decided (for
+/// Cilium's `host` and `remote-node`) and the destination's DNS names (for `toFQDNs`).
+#[derive(Clone, Copy)]
+pub(super) struct PeerContext<'n> {
+    pub subject: PodId,
+    pub names: &'n [String],
 }
 
 /// A compiled rule: its ports and peers, as ranges of [`Evaluator::ports`] and
@@ -73,6 +87,10 @@ pub struct Evaluator<'a> {
     ports: Vec<CPort>,
     peers: Vec<PeerMatch>,
     ip_blocks: Vec<&'a IpBlock>,
+    fqdns: Vec<&'a NamePattern>,
+    /// The API server's addresses (endpoints of Service default/kubernetes), for Cilium's
+    /// `kube-apiserver` entity.
+    apiserver: Vec<std::net::IpAddr>,
     pod_sets: Vec<PodSet>,
     /// Per pod, its namespace (read by namespace-wide pod sets without touching the pod).
     pod_ns: Vec<u32>,
@@ -132,6 +150,8 @@ impl<'a> Evaluator<'a> {
             ports: Vec::new(),
             peers: Vec::new(),
             ip_blocks: Vec::new(),
+            fqdns: Vec::new(),
+            apiserver: inventory.apiserver_ips(),
             pod_sets: Vec::new(),
             pod_ns: inventory.pods().iter().map(|p| p.namespace.0).collect(),
             named: NamedPorts::new(inventory),
@@ -156,6 +176,15 @@ impl<'a> Evaluator<'a> {
                                 ev.ip_blocks.push(b);
                                 PeerMatch::IpBlock(ev.ip_blocks.len() as u32 - 1)
                             }
+                            Peer::Cidr(b) => {
+                                ev.ip_blocks.push(b);
+                                PeerMatch::Cidr(ev.ip_blocks.len() as u32 - 1)
+                            }
+                            Peer::Fqdn(n) => {
+                                ev.fqdns.push(n);
+                                PeerMatch::Fqdn(ev.fqdns.len() as u32 - 1)
+                            }
+                            Peer::Entity(e) => PeerMatch::Entity(*e),
                             Peer::Pods { namespaces, pods } => {
                                 let next = ev.pod_sets.len() as u32;
                                 let id = *interned.entry((namespaces, pods)).or_insert(next);
@@ -208,12 +237,13 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Resolves the ends of a flow record.
-    pub fn connection(&self, r: &FlowRecord) -> Result<Connection, InventoryError> {
+    pub fn connection<'r>(&self, r: &'r FlowRecord) -> Result<Connection<'r>, InventoryError> {
         Ok(Connection {
             src: self.inventory.resolve(&r.src)?,
             dst: self.inventory.resolve(&r.dst)?,
             protocol: r.protocol,
             port: r.port,
+            dst_names: &r.dst_names,
         })
     }
 
@@ -277,13 +307,17 @@ impl<'a> Evaluator<'a> {
             Direction::Ingress => c.src,
         };
         let named = self.dst_named(c);
+        let pc = PeerContext {
+            subject: pod,
+            names: c.dst_names,
+        };
         for &pi in selecting {
             let (a, b) = self.rules_of[dir(direction)][pi as usize];
             for (ri, rule) in self.rules[a as usize..b as usize].iter().enumerate() {
                 let Some(port) = self.compiled_port_match(rule, c, named) else {
                     continue;
                 };
-                let Some(peer) = self.compiled_peer_match(rule, &peer) else {
+                let Some(peer) = self.compiled_peer_match(rule, &peer, pc) else {
                     continue;
                 };
                 return SideVerdict::Allowed(RuleRef {
@@ -325,14 +359,19 @@ impl<'a> Evaluator<'a> {
 
     /// As [`Evaluator::peer_match`], from the compiled rule.
     #[inline]
-    fn compiled_peer_match(&self, rule: &CRule, end: &Resolved) -> Option<Option<u32>> {
+    fn compiled_peer_match(
+        &self,
+        rule: &CRule,
+        end: &Resolved,
+        pc: PeerContext<'_>,
+    ) -> Option<Option<u32>> {
         let (a, b) = rule.peers;
         if a == b {
             return Some(None);
         }
         self.peers[a as usize..b as usize]
             .iter()
-            .position(|&m| self.peer_matches(m, end))
+            .position(|&m| self.peer_matches(m, end, pc))
             .map(|i| Some(i as u32))
     }
 
@@ -390,18 +429,48 @@ impl<'a> Evaluator<'a> {
         direction: Direction,
         rule: usize,
         end: &Resolved,
+        pc: PeerContext<'_>,
     ) -> Option<Option<u32>> {
         let (a, _) = self.rules_of[dir(direction)][policy as usize];
-        self.compiled_peer_match(&self.rules[a as usize + rule], end)
+        self.compiled_peer_match(&self.rules[a as usize + rule], end, pc)
     }
 
     #[inline]
-    fn peer_matches(&self, m: PeerMatch, end: &Resolved) -> bool {
+    fn peer_matches(&self, m: PeerMatch, end: &Resolved, pc: PeerContext<'_>) -> bool {
         match m {
             PeerMatch::Pods(set) => self.in_pod_set(&self.pod_sets[set as usize], end),
             PeerMatch::IpBlock(b) => end
                 .ip()
                 .is_some_and(|ip| self.ip_blocks[b as usize].contains(ip)),
+            PeerMatch::Cidr(b) => match end {
+                Resolved::External(ip) => self.ip_blocks[b as usize].contains(*ip),
+                _ => false,
+            },
+            PeerMatch::Fqdn(f) => {
+                matches!(end, Resolved::External(_)) && self.fqdns[f as usize].matches_any(pc.names)
+            }
+            PeerMatch::Entity(e) => self.entity_matches(e, end, pc.subject),
+        }
+    }
+
+    /// Cilium's entities, placed with what the inventory knows.
+    fn entity_matches(&self, e: CiliumEntity, end: &Resolved, subject: PodId) -> bool {
+        let own_node = self.inventory.pod(subject).node;
+        match (e, end) {
+            (CiliumEntity::All, _) => true,
+            (CiliumEntity::None, _) => false,
+            (CiliumEntity::World, r) => matches!(r, Resolved::External(_)),
+            (CiliumEntity::Cluster, r) => !matches!(r, Resolved::External(_)),
+            (CiliumEntity::Host, Resolved::Host { node, .. }) => {
+                node.is_some() && *node == own_node
+            }
+            (CiliumEntity::RemoteNode, Resolved::Host { node, .. }) => {
+                node.is_some() && *node != own_node
+            }
+            (CiliumEntity::Host | CiliumEntity::RemoteNode, _) => false,
+            (CiliumEntity::KubeApiserver, r) => {
+                r.ip().is_some_and(|ip| self.apiserver.contains(&ip))
+            }
         }
     }
 }

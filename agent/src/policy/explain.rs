@@ -351,7 +351,11 @@ impl Evaluator<'_> {
                     .iter()
                     .enumerate()
                     .map(|(ri, rule)| {
-                        let peer_matched = self.peer_match(pi, direction, ri, &peer).is_some();
+                        let pc = super::evaluator::PeerContext {
+                            subject: pod,
+                            names: c.dst_names,
+                        };
+                        let peer_matched = self.peer_match(pi, direction, ri, &peer, pc).is_some();
                         let port_matched = self
                             .port_match(rule, c.protocol, c.port, dst_ports)
                             .is_some();

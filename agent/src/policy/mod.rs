@@ -14,12 +14,14 @@
 //! ```
 
 pub mod admin;
+pub mod cilium;
 mod compiled;
 mod convert;
 mod evaluator;
 mod explain;
 mod matrix;
 mod model;
+pub mod names;
 mod ports;
 mod reach;
 mod selector;
@@ -41,7 +43,11 @@ pub use explain::{
     AllowedBy, Explanation, PolicyMiss, RuleMiss, SideExplanation, TierRuleExplanation,
 };
 pub use matrix::{Cell, EXTERNAL_REPRESENTATIVE, Entity, Matrix};
-pub use model::{Direction, IpBlock, NamespaceScope, Peer, Policy, PortMatcher, PortSpec, Rule};
+pub use model::{
+    CiliumEntity, Direction, IpBlock, NamespaceScope, Peer, Policy, PolicyKind, PortMatcher,
+    PortSpec, Rule,
+};
+pub use names::NamePattern;
 pub use ports::{PortRanges, PortSet};
 pub use selector::{Labels, Operator, Requirement, Selector};
 pub use verdict::{Connection, Exemption, RuleRef, SideVerdict, TierRuleRef, Verdict};

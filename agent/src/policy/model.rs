@@ -6,12 +6,13 @@ use std::{fmt, net::IpAddr};
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::selector::Selector;
+use super::{names::NamePattern, selector::Selector};
 use crate::{flow::Protocol, inventory::ContainerPort};
 
-/// One NetworkPolicy (networking.k8s.io/v1), validated.
+/// One NetworkPolicy (networking.k8s.io/v1) or CiliumNetworkPolicy (cilium.io/v2), validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
+    pub kind: PolicyKind,
     pub namespace: String,
     pub name: String,
     /// The pods of `namespace` the policy applies to.
@@ -21,6 +22,24 @@ pub struct Policy {
     pub ingress: Option<Vec<Rule>>,
     /// `Some` when the policy isolates the selected pods for egress.
     pub egress: Option<Vec<Rule>>,
+}
+
+/// The kinds of namespaced policy the evaluator reads. Both allow only, and both isolate the
+/// pods they select in the directions they have rules for; they differ in the peers they name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum PolicyKind {
+    #[default]
+    NetworkPolicy,
+    CiliumNetworkPolicy,
+}
+
+impl fmt::Display for PolicyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NetworkPolicy => "NetworkPolicy",
+            Self::CiliumNetworkPolicy => "CiliumNetworkPolicy",
+        })
+    }
 }
 
 /// The two directions a policy can isolate.
@@ -52,6 +71,61 @@ pub enum Peer {
     },
     /// Addresses in a CIDR, minus exceptions.
     IpBlock(IpBlock),
+    /// Cilium `toCIDR`/`toCIDRSet` (and `from…`): addresses outside the cluster only; pods and
+    /// nodes have identities of their own and never match.
+    Cidr(IpBlock),
+    /// Cilium `toFQDNs`: a destination outside the cluster that the source resolved to a
+    /// matching name before connecting.
+    Fqdn(NamePattern),
+    /// Cilium `toEntities`/`fromEntities`.
+    Entity(CiliumEntity),
+}
+
+/// The Cilium entities the evaluator knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CiliumEntity {
+    /// Outside the cluster.
+    World,
+    /// Pods and nodes.
+    Cluster,
+    /// The node the selected pod runs on.
+    Host,
+    /// Any other node.
+    RemoteNode,
+    /// The API server's addresses (the endpoints of Service default/kubernetes).
+    KubeApiserver,
+    /// Everything.
+    All,
+    /// Nothing.
+    None,
+}
+
+impl CiliumEntity {
+    /// The entity of a `toEntities` value; `None` for entities the evaluator cannot place.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "world" => Self::World,
+            "cluster" => Self::Cluster,
+            "host" => Self::Host,
+            "remote-node" => Self::RemoteNode,
+            "kube-apiserver" => Self::KubeApiserver,
+            "all" => Self::All,
+            "none" => Self::None,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::World => "world",
+            Self::Cluster => "cluster",
+            Self::Host => "host",
+            Self::RemoteNode => "remote-node",
+            Self::KubeApiserver => "kube-apiserver",
+            Self::All => "all",
+            Self::None => "none",
+        }
+    }
 }
 
 /// Which namespaces a pod peer looks in.
@@ -156,6 +230,16 @@ impl fmt::Display for Peer {
                 }
                 Ok(())
             }
+            Self::Cidr(b) => {
+                write!(f, "CIDR {}", b.cidr)?;
+                if !b.except.is_empty() {
+                    let ex: Vec<String> = b.except.iter().map(ToString::to_string).collect();
+                    write!(f, " except {}", ex.join(","))?;
+                }
+                Ok(())
+            }
+            Self::Fqdn(p) => write!(f, "FQDN {p}"),
+            Self::Entity(e) => write!(f, "entity {}", e.as_str()),
         }
     }
 }

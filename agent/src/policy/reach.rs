@@ -32,6 +32,7 @@ impl Evaluator<'_> {
             dst: *dst,
             protocol: Protocol::Tcp,
             port: None,
+            dst_names: &[],
         };
         if self_exempt && self.self_traffic(&probe).is_some() {
             return PortSet::all();
@@ -70,7 +71,11 @@ impl Evaluator<'_> {
                 .rules(direction)
                 .unwrap_or_default();
             for (ri, rule) in rules.iter().enumerate() {
-                if self.peer_match(pi, direction, ri, &peer).is_some() {
+                let pc = super::evaluator::PeerContext {
+                    subject: pod,
+                    names: c.dst_names,
+                };
+                if self.peer_match(pi, direction, ri, &peer, pc).is_some() {
                     out = out.union(&ports_of(&rule.ports, dst_ports));
                 }
             }

@@ -7,6 +7,7 @@
 
 use ipnet::IpNet;
 
+use super::names::NamePattern;
 use super::{
     admin::{Action, AdminPeer, AdminPolicy, Subject, Tier},
     compiled::{CPort, NamedPorts, SharedLists},
@@ -28,7 +29,8 @@ enum Compiled {
     Nodes(u32),
     /// Index into [`TierIndex::networks`].
     Networks(u32),
-    DomainNames,
+    /// Index into [`TierIndex::domains`].
+    DomainNames(u32),
 }
 
 /// One admin rule as a tier walk reads it, with what it needs in place: the walk's hot path
@@ -62,6 +64,8 @@ pub(super) struct TierIndex {
     pod_sets: Vec<PodSet>,
     node_sets: Vec<Vec<u64>>,
     networks: Vec<Vec<IpNet>>,
+    /// The names of each `domainNames` peer.
+    domains: Vec<Vec<NamePattern>>,
 }
 
 fn tier_index(t: Tier) -> usize {
@@ -192,7 +196,16 @@ impl TierIndex {
                 self.networks.push(nets.clone());
                 return Compiled::Networks(self.networks.len() as u32 - 1);
             }
-            AdminPeer::DomainNames(_) => return Compiled::DomainNames,
+            AdminPeer::DomainNames(names) => {
+                // Validated when the policy was read: every entry compiles.
+                self.domains.push(
+                    names
+                        .iter()
+                        .filter_map(|n| NamePattern::domain_name(n).ok())
+                        .collect(),
+                );
+                return Compiled::DomainNames(self.domains.len() as u32 - 1);
+            }
         };
         let set = pod_set(inv, &NamespaceScope::Selector(namespaces.clone()), pods);
         self.pod_sets.push(set);
@@ -271,7 +284,8 @@ impl Evaluator<'_> {
                     continue;
                 }
                 let (a, b) = r.peers;
-                let m = self.peers_match(&idx.walk_peers[a as usize..b as usize], &end);
+                let m =
+                    self.peers_match(&idx.walk_peers[a as usize..b as usize], &end, c.dst_names);
                 if m == PeerMatch::No {
                     continue;
                 }
@@ -313,11 +327,11 @@ impl Evaluator<'_> {
     }
 
     /// How a rule's peers match `end`: any peer matching is a match; else a `domainNames`
-    /// peer for an external end is unknown.
-    fn peers_match(&self, peers: &[Compiled], end: &Resolved) -> PeerMatch {
+    /// peer for an external end whose names are not known is unknown.
+    fn peers_match(&self, peers: &[Compiled], end: &Resolved, names: &[String]) -> PeerMatch {
         let mut matched = PeerMatch::No;
         for &m in peers {
-            match self.admin_peer_matches(m, end) {
+            match self.admin_peer_matches(m, end, names) {
                 PeerMatch::Yes => return PeerMatch::Yes,
                 PeerMatch::Unknown => matched = PeerMatch::Unknown,
                 PeerMatch::No => {}
@@ -326,7 +340,7 @@ impl Evaluator<'_> {
         matched
     }
 
-    fn admin_peer_matches(&self, m: Compiled, end: &Resolved) -> PeerMatch {
+    fn admin_peer_matches(&self, m: Compiled, end: &Resolved, names: &[String]) -> PeerMatch {
         let inv = self.inventory();
         let idx = self.tiers();
         let yes = |b: bool| if b { PeerMatch::Yes } else { PeerMatch::No };
@@ -343,8 +357,11 @@ impl Evaluator<'_> {
             Compiled::Networks(nets) => yes(end
                 .ip()
                 .is_some_and(|ip| idx.networks[nets as usize].iter().any(|n| n.contains(&ip)))),
-            Compiled::DomainNames if matches!(end, Resolved::External(_)) => PeerMatch::Unknown,
-            Compiled::DomainNames => PeerMatch::No,
+            Compiled::DomainNames(_) if !matches!(end, Resolved::External(_)) => PeerMatch::No,
+            Compiled::DomainNames(_) if names.is_empty() => PeerMatch::Unknown,
+            Compiled::DomainNames(d) => {
+                yes(idx.domains[d as usize].iter().any(|p| p.matches_any(names)))
+            }
         }
     }
 
@@ -436,7 +453,7 @@ impl Evaluator<'_> {
                 let compiled = &idx.peers[pi as usize][dir_index(direction)];
                 let mut left = open.clone();
                 for (ri, rule) in p.rules(direction).iter().enumerate() {
-                    let m = self.peers_match(&compiled[ri], &end);
+                    let m = self.peers_match(&compiled[ri], &end, c.dst_names);
                     if m == PeerMatch::No {
                         continue;
                     }

@@ -477,10 +477,10 @@ fn a_pod_connecting_to_itself_is_not_subject_to_admin_policies() {
 #[test]
 fn policy_kinds_that_are_not_evaluated_are_warned_about() {
     let l = load(
-        "---\napiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: l7, namespace: a}\nspec: {}\n---\napiVersion: k8s.cni.cncf.io/v1beta1\nkind: MultiNetworkPolicy\nmetadata: {name: m, namespace: a}\nspec: {}\n",
+        "---\napiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: l7}\nspec: {}\n---\napiVersion: k8s.cni.cncf.io/v1beta1\nkind: MultiNetworkPolicy\nmetadata: {name: m, namespace: a}\nspec: {}\n",
     );
     assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
-    assert!(l.warnings[0].contains("CiliumNetworkPolicy l7 is not evaluated"));
+    assert!(l.warnings[0].contains("CiliumClusterwideNetworkPolicy l7 is not evaluated"));
     assert!(l.warnings[1].contains("MultiNetworkPolicy m"));
 }
 

@@ -3,14 +3,17 @@
 use super::admin::{Action, Tier};
 use crate::{flow::Protocol, inventory::Resolved};
 
-/// A connection to decide: resolved ends, protocol and destination port.
+/// A connection to decide: resolved ends, protocol and destination port, and the names the
+/// source resolved to the destination (for `toFQDNs` and `domainNames` peers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Connection {
+pub struct Connection<'n> {
     pub src: Resolved,
     pub dst: Resolved,
     pub protocol: Protocol,
     /// `None` for protocols without ports.
     pub port: Option<u16>,
+    /// DNS names of the destination, when it is outside the cluster and they are known.
+    pub dst_names: &'n [String],
 }
 
 /// The decision for a connection: one verdict per side.

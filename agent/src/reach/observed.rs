@@ -12,8 +12,8 @@ use crate::{
 
 /// A connection seen in flows, with how often, ready for the evaluator.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObservedConnection {
-    pub connection: Connection,
+pub struct ObservedConnection<'g> {
+    pub connection: Connection<'g>,
     /// The ends as learned: a workload, a node, an external address or the cluster DNS.
     pub src_peer: Peer,
     pub dst_peer: Peer,
@@ -56,7 +56,10 @@ pub fn resolve_peer(ids: &Identities<'_>, peer: &Peer) -> Option<Resolved> {
 
 /// Every edge of the graph whose ends resolve, in the graph's order. DNS edges get UDP 53
 /// when the graph recorded them without a port.
-pub fn observed_connections(ids: &Identities<'_>, graph: &FlowGraph) -> Vec<ObservedConnection> {
+pub fn observed_connections<'g>(
+    ids: &Identities<'_>,
+    graph: &'g FlowGraph,
+) -> Vec<ObservedConnection<'g>> {
     graph
         .edges()
         .into_iter()
@@ -74,6 +77,7 @@ pub fn observed_connections(ids: &Identities<'_>, graph: &FlowGraph) -> Vec<Obse
                     dst,
                     protocol,
                     port,
+                    dst_names: &e.stats.names,
                 },
                 src_peer: e.src.clone(),
                 dst_peer: e.dst.clone(),

@@ -188,7 +188,7 @@ fn why(e: &Explanation) -> Vec<String> {
 }
 
 /// A connection that stands for a port set: its first TCP, UDP or SCTP port.
-fn probe(src: Resolved, dst: Resolved, s: &PortSet) -> Connection {
+fn probe(src: Resolved, dst: Resolved, s: &PortSet) -> Connection<'static> {
     let (protocol, port) = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp]
         .into_iter()
         .find_map(|p| {
@@ -201,6 +201,7 @@ fn probe(src: Resolved, dst: Resolved, s: &PortSet) -> Connection {
         dst,
         protocol,
         port,
+        dst_names: &[],
     }
 }
 

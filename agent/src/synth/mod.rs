@@ -13,16 +13,20 @@
 //! asks (`cidr_prefix`, DNS over both UDP and TCP). Output is sorted, so two runs over the same
 //! input give byte-identical YAML. Pure: no IO.
 
+mod cilium;
 mod diff;
 pub mod layers;
 mod plan;
 mod render;
 
 #[cfg(test)]
+mod cilium_tests;
+#[cfg(test)]
 mod tests;
 
+pub use cilium::fqdn_selectors;
 pub use diff::{ConnectivityDiff, DiffRow, connectivity_diff};
-pub use plan::{PortItem, RenderPeer, RuleSpec};
+pub use plan::{PeerInfo, PortItem, RenderPeer, RuleSpec};
 pub use render::{default_deny, kustomization, to_yaml};
 
 use std::collections::BTreeMap;
@@ -64,6 +68,24 @@ pub struct SynthOptions {
     pub skip_namespaces: Vec<String>,
     /// When set, only workloads of these namespaces get a policy.
     pub only_namespaces: Vec<String>,
+    /// NetworkPolicy or CiliumNetworkPolicy.
+    pub format: PolicyFormat,
+    /// Cilium format: this many names or more one label below the same parent become one
+    /// `matchPattern: "*.parent"` (0: never).
+    pub fqdn_pattern_threshold: usize,
+    /// Cilium format: the cluster's DNS domain, whose names the DNS rule always lets pods look
+    /// up (their own services, and the resolver's search-list expansions).
+    pub cluster_domain: String,
+}
+
+/// The kind of policy `learn` writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicyFormat {
+    /// networking.k8s.io/v1 NetworkPolicy.
+    #[default]
+    K8s,
+    /// cilium.io/v2 CiliumNetworkPolicy, with toFQDNs for addresses known by name.
+    Cilium,
 }
 
 impl Default for SynthOptions {
@@ -76,6 +98,9 @@ impl Default for SynthOptions {
             dns_labels: [("k8s-app".to_owned(), "kube-dns".to_owned())].into(),
             skip_namespaces: vec!["kube-system".into()],
             only_namespaces: Vec::new(),
+            format: PolicyFormat::K8s,
+            fqdn_pattern_threshold: 4,
+            cluster_domain: "cluster.local".into(),
         }
     }
 }
@@ -92,6 +117,8 @@ pub struct Evidence {
     pub last_seen: Option<DateTime<Utc>>,
     /// One-way UDP: no packet came back.
     pub one_way: bool,
+    /// The DNS names the workload connected to the peer by (externals only).
+    pub names: Vec<String>,
 }
 
 /// A learned policy: for a workload, or a namespace's default deny (`workload` is `None`).
@@ -103,14 +130,21 @@ pub struct LearnedPolicy {
     pub ingress: Vec<RuleSpec>,
     pub egress: Vec<RuleSpec>,
     pub evidence: Vec<Evidence>,
-    /// The Kubernetes object, with annotations.
+    /// The Kubernetes object, with annotations (the rules in NetworkPolicy terms, whatever the
+    /// format).
     pub object: NetworkPolicy,
+    /// In the Cilium format: the object written instead of `object`.
+    pub cilium: Option<crate::policy::cilium::CiliumNetworkPolicy>,
 }
 
 impl LearnedPolicy {
     /// The policy in the evaluator's model.
     pub fn to_policy(&self) -> Result<Policy, SynthError> {
-        Policy::from_k8s(&self.object).map_err(|source| SynthError::Invalid {
+        match &self.cilium {
+            Some(c) => Policy::from_cilium(c),
+            None => Policy::from_k8s(&self.object),
+        }
+        .map_err(|source| SynthError::Invalid {
             policy: format!("{}/{}", self.namespace, self.name),
             source,
         })
@@ -158,11 +192,21 @@ pub fn learn(ctx: &Context<'_>, graph: &crate::graph::FlowGraph, opts: &SynthOpt
     let mut namespaces: BTreeMap<String, ()> = BTreeMap::new();
     for p in plans.policies {
         namespaces.insert(p.namespace.clone(), ());
-        learned.policies.push(render::policy(p, ctx, opts));
+        let k8s = render::policy(p.clone(), ctx, opts);
+        learned.policies.push(match opts.format {
+            PolicyFormat::K8s => k8s,
+            PolicyFormat::Cilium => {
+                cilium::policy(&p, &plan::dns_peer(&p.namespace, opts), opts, k8s)
+            }
+        });
     }
     if opts.namespace_default_deny {
         for ns in namespaces.keys() {
-            learned.policies.push(render::default_deny(ns));
+            let deny = render::default_deny(ns);
+            learned.policies.push(match opts.format {
+                PolicyFormat::K8s => deny,
+                PolicyFormat::Cilium => cilium::default_deny(deny),
+            });
         }
     }
     learned

@@ -35,6 +35,17 @@ pub enum PortItem {
     Named(Protocol, String),
 }
 
+/// What a peer of a rule stands for beyond its address, for the Cilium format and for grouping.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// DNS names the workload's connections to it were made to (externals only).
+    pub names: BTreeSet<String>,
+    /// A node (or a host-network pod): Cilium matches it by entity, never by CIDR.
+    pub node: bool,
+    /// The API server (an endpoint of Service default/kubernetes).
+    pub apiserver: bool,
+}
+
 /// One rule: every peer may use every port.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RuleSpec {
@@ -54,6 +65,8 @@ pub(super) struct EdgeNote {
     pub last_seen: Option<DateTime<Utc>>,
     /// UDP that never got a packet back (its first connection was one-way).
     pub one_way: bool,
+    /// The DNS names of an external destination.
+    pub names: Vec<String>,
 }
 
 /// The rules of one workload's policy.
@@ -65,6 +78,8 @@ pub(super) struct Plan {
     pub ingress: Vec<RuleSpec>,
     pub egress: Vec<RuleSpec>,
     pub notes: Vec<EdgeNote>,
+    /// What the address peers stand for.
+    pub info: BTreeMap<RenderPeer, PeerInfo>,
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +93,7 @@ struct Draft {
     ingress: BTreeMap<RenderPeer, BTreeSet<PortItem>>,
     egress: BTreeMap<RenderPeer, BTreeSet<PortItem>>,
     notes: Vec<EdgeNote>,
+    info: BTreeMap<RenderPeer, PeerInfo>,
 }
 
 fn host_net(ip: std::net::IpAddr) -> IpNet {
@@ -109,6 +125,18 @@ fn external_block(ip: std::net::IpAddr, ctx: &Context<'_>, opts: &SynthOptions) 
     RenderPeer::Block { cidr: net, except }
 }
 
+/// The cluster DNS as a peer of a policy in `subject_ns`.
+pub(super) fn dns_peer(subject_ns: &str, opts: &SynthOptions) -> RenderPeer {
+    RenderPeer::Pods {
+        namespace: (subject_ns != opts.dns_namespace).then(|| opts.dns_namespace.clone()),
+        selector: Selector::from_labels(
+            opts.dns_labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        ),
+    }
+}
+
 fn wants_policy(w: &WorkloadRef, opts: &SynthOptions) -> bool {
     !opts.skip_namespaces.contains(&w.namespace)
         && (opts.only_namespaces.is_empty() || opts.only_namespaces.contains(&w.namespace))
@@ -126,19 +154,13 @@ pub(super) fn plan(ctx: &Context<'_>, graph: &FlowGraph, opts: &SynthOptions) ->
     let mut out = Plans::default();
     let mut drafts: BTreeMap<WorkloadRef, Draft> = BTreeMap::new();
     let mut warned: BTreeSet<String> = BTreeSet::new();
+    let apiserver = ctx.identities.inventory().apiserver_ips();
     let mut warn = |w: String| {
         if warned.insert(w.clone()) {
             out.warnings.push(w);
         }
     };
-    let dns_peer = |subject_ns: &str| RenderPeer::Pods {
-        namespace: (subject_ns != opts.dns_namespace).then(|| opts.dns_namespace.clone()),
-        selector: Selector::from_labels(
-            opts.dns_labels
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        ),
-    };
+    let dns_peer = |subject_ns: &str| dns_peer(subject_ns, opts);
 
     for e in graph.edges() {
         for direction in [Direction::Egress, Direction::Ingress] {
@@ -223,6 +245,16 @@ pub(super) fn plan(ctx: &Context<'_>, graph: &FlowGraph, opts: &SynthOptions) ->
                 }
             };
             let d = drafts.entry(w.clone()).or_default();
+            let names: Vec<String> = match (direction, other) {
+                (Direction::Egress, Peer::External(_)) => e.stats.names.clone(),
+                _ => Vec::new(),
+            };
+            if let Peer::Node { ip, .. } | Peer::External(ip) = other {
+                let info = d.info.entry(peer.clone()).or_default();
+                info.names.extend(names.iter().cloned());
+                info.node |= matches!(other, Peer::Node { .. });
+                info.apiserver |= apiserver.contains(ip);
+            }
             let map = match direction {
                 Direction::Egress => &mut d.egress,
                 Direction::Ingress => &mut d.ingress,
@@ -237,6 +269,7 @@ pub(super) fn plan(ctx: &Context<'_>, graph: &FlowGraph, opts: &SynthOptions) ->
                 first_seen: e.stats.first_seen,
                 last_seen: e.stats.last_seen,
                 one_way: e.stats.sample.outcome == Some(crate::flow::Outcome::OneWay),
+                names,
             });
         }
     }
@@ -256,9 +289,10 @@ pub(super) fn plan(ctx: &Context<'_>, graph: &FlowGraph, opts: &SynthOptions) ->
         out.policies.push(Plan {
             namespace: w.namespace.clone(),
             selector: choice.selector.clone(),
-            ingress: group(d.ingress),
-            egress: group(d.egress),
+            ingress: group(d.ingress, &d.info),
+            egress: group(d.egress, &d.info),
             notes: d.notes,
+            info: d.info,
             workload: w,
         });
     }
@@ -274,15 +308,22 @@ fn port_item(e: &Edge<'_>, port: u16, dst: Option<&crate::identity::SelectorChoi
     }
 }
 
-/// Peers with the same port set share a rule; rules sorted by their peers.
-pub(super) fn group(pairs: BTreeMap<RenderPeer, BTreeSet<PortItem>>) -> Vec<RuleSpec> {
-    let mut by_ports: BTreeMap<BTreeSet<PortItem>, Vec<RenderPeer>> = BTreeMap::new();
+/// Peers with the same port set share a rule, except that addresses known by DNS names get
+/// rules of their own, one per set of names (so a rule reads as "api.payments.example, on
+/// 443", whichever addresses the name had); rules sorted by their peers.
+pub(super) fn group(
+    pairs: BTreeMap<RenderPeer, BTreeSet<PortItem>>,
+    info: &BTreeMap<RenderPeer, PeerInfo>,
+) -> Vec<RuleSpec> {
+    type Key = (BTreeSet<PortItem>, BTreeSet<String>);
+    let mut by_ports: BTreeMap<Key, Vec<RenderPeer>> = BTreeMap::new();
     for (peer, ports) in pairs {
-        by_ports.entry(ports).or_default().push(peer);
+        let names = info.get(&peer).map(|i| i.names.clone()).unwrap_or_default();
+        by_ports.entry((ports, names)).or_default().push(peer);
     }
     let mut rules: Vec<RuleSpec> = by_ports
         .into_iter()
-        .map(|(ports, peers)| RuleSpec {
+        .map(|((ports, _), peers)| RuleSpec {
             peers,
             ports: ports.into_iter().collect(),
         })

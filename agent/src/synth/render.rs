@@ -28,7 +28,7 @@ pub const ANNOTATION_PREFIX: &str = "trustmap.dev/";
 pub const EVIDENCE_LINES: usize = 50;
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "trustmap");
 
-fn label_selector(s: &Selector) -> LabelSelector {
+pub(super) fn label_selector(s: &Selector) -> LabelSelector {
     let mut labels = BTreeMap::new();
     let mut exprs = Vec::new();
     for r in s.requirements() {
@@ -102,7 +102,7 @@ fn peers(rule: &RuleSpec) -> Option<Vec<NetworkPolicyPeer>> {
 }
 
 /// A DNS-1123 name for the policy of a workload.
-fn policy_name(kind: &str, name: &str) -> String {
+pub(super) fn policy_name(kind: &str, name: &str) -> String {
     let mut n = format!("{name}-{}-learned", kind.to_ascii_lowercase());
     n.truncate(253);
     n
@@ -115,24 +115,12 @@ fn time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
     )
 }
 
-pub(super) fn policy(plan: Plan, _ctx: &Context<'_>, _opts: &SynthOptions) -> LearnedPolicy {
-    let name = policy_name(&plan.workload.kind, &plan.workload.name);
-    // Evidence: which rule each observed edge landed in (each peer is in one rule).
-    let index = |rules: &[RuleSpec]| -> std::collections::HashMap<RenderPeer, usize> {
-        rules
-            .iter()
-            .enumerate()
-            .flat_map(|(i, r)| r.peers.iter().map(move |p| (p.clone(), i)))
-            .collect()
-    };
-    let (in_idx, eg_idx) = (index(&plan.ingress), index(&plan.egress));
-    let rule_of = |direction: Direction, p: &RenderPeer| -> usize {
-        let idx = match direction {
-            Direction::Ingress => &in_idx,
-            Direction::Egress => &eg_idx,
-        };
-        idx[p]
-    };
+/// The evidence of a plan, given the rule each (direction, peer) landed in, and the
+/// annotations that carry it.
+pub(super) fn annotate(
+    plan: &Plan,
+    rule_of: impl Fn(Direction, &RenderPeer) -> usize,
+) -> (Vec<Evidence>, BTreeMap<String, String>) {
     let mut evidence: Vec<Evidence> = plan
         .notes
         .iter()
@@ -147,6 +135,7 @@ pub(super) fn policy(plan: Plan, _ctx: &Context<'_>, _opts: &SynthOptions) -> Le
             first_seen: n.first_seen,
             last_seen: n.last_seen,
             one_way: n.one_way,
+            names: n.names.clone(),
         })
         .collect();
     evidence.sort_by(|a, b| (&a.rule, &a.peer, &a.port).cmp(&(&b.rule, &b.peer, &b.port)));
@@ -157,8 +146,13 @@ pub(super) fn policy(plan: Plan, _ctx: &Context<'_>, _opts: &SynthOptions) -> Le
         .iter()
         .take(EVIDENCE_LINES)
         .map(|e| {
+            let named = if e.names.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", e.names.join(", "))
+            };
             format!(
-                "{} {} {}: {} connection(s){}, {} .. {}",
+                "{} {}{named} {}: {} connection(s){}, {} .. {}",
                 e.rule,
                 e.peer,
                 e.port,
@@ -188,6 +182,24 @@ pub(super) fn policy(plan: Plan, _ctx: &Context<'_>, _opts: &SynthOptions) -> Le
         (a("evidence"), lines.join("\n") + "\n"),
     ]
     .into();
+    (evidence, annotations)
+}
+
+pub(super) fn policy(plan: Plan, _ctx: &Context<'_>, _opts: &SynthOptions) -> LearnedPolicy {
+    let name = policy_name(&plan.workload.kind, &plan.workload.name);
+    // Evidence: which rule each observed edge landed in (each peer is in one rule).
+    let index = |rules: &[RuleSpec]| -> std::collections::HashMap<RenderPeer, usize> {
+        rules
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| r.peers.iter().map(move |p| (p.clone(), i)))
+            .collect()
+    };
+    let (in_idx, eg_idx) = (index(&plan.ingress), index(&plan.egress));
+    let (evidence, annotations) = annotate(&plan, |direction, p| match direction {
+        Direction::Ingress => in_idx[p],
+        Direction::Egress => eg_idx[p],
+    });
     let object = NetworkPolicy {
         metadata: ObjectMeta {
             name: Some(name.clone()),
@@ -227,6 +239,7 @@ pub(super) fn policy(plan: Plan, _ctx: &Context<'_>, _opts: &SynthOptions) -> Le
         egress: plan.egress,
         evidence,
         object,
+        cilium: None,
     }
 }
 
@@ -254,12 +267,17 @@ pub fn default_deny(namespace: &str) -> LearnedPolicy {
         egress: Vec::new(),
         evidence: Vec::new(),
         object,
+        cilium: None,
     }
 }
 
 /// One policy as a YAML document (without `---`).
 pub fn to_yaml(p: &LearnedPolicy) -> Result<String, SynthError> {
-    serde_yaml::to_string(&p.object).map_err(|e| SynthError::Render {
+    let text = match &p.cilium {
+        Some(c) => serde_yaml::to_string(c),
+        None => serde_yaml::to_string(&p.object),
+    };
+    text.map_err(|e| SynthError::Render {
         policy: format!("{}/{}", p.namespace, p.name),
         message: e.to_string(),
     })

@@ -153,6 +153,8 @@ fn check_rule(
                     );
                 }
             }
+            // Cilium peers: CIDRs never match pods, names and entities are what they say.
+            Peer::Cidr(_) | Peer::Fqdn(_) | Peer::Entity(_) => {}
             Peer::Pods { namespaces, pods } => {
                 let all_ns = matches!(namespaces, NamespaceScope::Selector(s) if s.is_everything());
                 if all_ns {

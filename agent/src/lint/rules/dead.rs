@@ -80,13 +80,18 @@ fn dead_peers(
     }
 }
 
-/// The pods a rule's pod peers match, and its ipBlocks; `None` when it has no peers (all).
-fn peer_cover(ctx: &Ctx<'_>, r: &Rule) -> Option<(Vec<PodId>, Vec<IpBlock>)> {
+/// What a rule's peers cover: the pods its pod peers match, its ipBlocks, and its Cilium
+/// peers (CIDRs, names, entities), which only the same peer covers; `None` when it has no
+/// peers (all).
+type Cover<'r> = (Vec<PodId>, Vec<IpBlock>, Vec<&'r Peer>);
+
+fn peer_cover<'r>(ctx: &Ctx<'_>, r: &'r Rule) -> Option<Cover<'r>> {
     if r.peers.is_empty() {
         return None;
     }
     let mut pods = Vec::new();
     let mut blocks = Vec::new();
+    let mut others = Vec::new();
     for peer in &r.peers {
         match peer {
             Peer::Pods {
@@ -94,11 +99,12 @@ fn peer_cover(ctx: &Ctx<'_>, r: &Rule) -> Option<(Vec<PodId>, Vec<IpBlock>)> {
                 pods: sel,
             } => pods.extend(ctx.peer_pods(namespaces, sel)),
             Peer::IpBlock(b) => blocks.push(b.clone()),
+            Peer::Cidr(_) | Peer::Fqdn(_) | Peer::Entity(_) => others.push(peer),
         }
     }
     pods.sort();
     pods.dedup();
-    Some((pods, blocks))
+    Some((pods, blocks, others))
 }
 
 fn block_within(inner: &IpBlock, outer: &IpBlock) -> bool {
@@ -113,9 +119,10 @@ fn peers_covered(ctx: &Ctx<'_>, r: &Rule, s: &Rule) -> bool {
     match (peer_cover(ctx, r), peer_cover(ctx, s)) {
         (_, None) => true,
         (None, Some(_)) => false,
-        (Some((rp, rb)), Some((sp, sb))) => {
+        (Some((rp, rb, ro)), Some((sp, sb, so))) => {
             rp.iter().all(|p| sp.contains(p))
                 && rb.iter().all(|b| sb.iter().any(|o| block_within(b, o)))
+                && ro.iter().all(|p| so.contains(p))
         }
     }
 }
@@ -154,9 +161,10 @@ fn shadowed(
     out: &mut Vec<Finding>,
 ) {
     // A rule whose peers all match nothing is dead, not shadowed.
-    if let Some((pods, blocks)) = peer_cover(ctx, rule)
+    if let Some((pods, blocks, others)) = peer_cover(ctx, rule)
         && pods.is_empty()
         && blocks.is_empty()
+        && others.is_empty()
     {
         return;
     }

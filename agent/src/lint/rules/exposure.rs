@@ -111,6 +111,7 @@ fn scrapes(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
                     dst: ctx.inv.resolve_pod(target, None),
                     protocol: Protocol::Tcp,
                     port: Some(port),
+                    dst_names: &[],
                 };
                 let v = ctx.ev.evaluate(&c);
                 for (d, side, pod) in [

@@ -112,6 +112,7 @@ fn dns(ctx: &Ctx<'_>, ns: NamespaceId, out: &mut Vec<Finding>) {
                     dst: ctx.inv.resolve_pod(t, None),
                     protocol: Protocol::Udp,
                     port: Some(53),
+                    dst_names: &[],
                 };
                 // Only this pod's egress: the DNS pods' own ingress is another rule's business.
                 !matches!(ctx.ev.evaluate(&c).egress, SideVerdict::Denied)
@@ -194,6 +195,12 @@ fn allows_dns_statically(ctx: &Ctx<'_>, r: &Rule) -> bool {
     let peer_ok = r.peers.is_empty()
         || r.peers.iter().any(|p| match p {
             Peer::IpBlock(_) => true,
+            // Cilium: CIDRs and names never match pods; these entities take in every pod.
+            Peer::Entity(e) => matches!(
+                e,
+                crate::policy::CiliumEntity::All | crate::policy::CiliumEntity::Cluster
+            ),
+            Peer::Cidr(_) | Peer::Fqdn(_) => false,
             Peer::Pods { namespaces, pods } => {
                 let ns_ok = match namespaces {
                     NamespaceScope::Named(n) => *n == ctx.opts.dns_namespace,

@@ -197,6 +197,6 @@ pub fn pod_peers(
 ) -> impl Iterator<Item = (usize, &NamespaceScope, &Selector)> {
     r.peers.iter().enumerate().filter_map(|(i, p)| match p {
         Peer::Pods { namespaces, pods } => Some((i, namespaces, pods)),
-        Peer::IpBlock(_) => None,
+        Peer::IpBlock(_) | Peer::Cidr(_) | Peer::Fqdn(_) | Peer::Entity(_) => None,
     })
 }
