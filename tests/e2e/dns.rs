@@ -88,6 +88,114 @@ fn connections_carry_the_names_their_pod_resolved_as_the_address_moves() {
     assert_eq!(agent.final_counter("dns_malformed"), 1);
     assert_eq!(agent.final_counter("dns_dropped"), 0);
     drop((pay_a, pay_b, resolver));
+
+    learn_both_formats(&cluster.prefix, web, dns, &records, a_ip, b_ip);
+}
+
+/// From the records: the Cilium policy names the domain and allows it by name, not by
+/// address; the NetworkPolicy covers both addresses in one rule, the name in its evidence;
+/// `check` allows every recorded connection under the Cilium policies.
+fn learn_both_formats(
+    prefix: &str,
+    web: &trustmap_e2e::Pod,
+    dns: &trustmap_e2e::Pod,
+    records: &[serde_json::Value],
+    a_ip: IpAddr,
+    b_ip: IpAddr,
+) {
+    let work = std::env::temp_dir().join(format!("trustmap-dns-learn-{prefix}"));
+    let (dir, k8s, cilium) = (
+        work.join("manifests"),
+        work.join("k8s"),
+        work.join("cilium"),
+    );
+    std::fs::create_dir_all(&dir).expect("dirs");
+    // The resolver is the cluster DNS, in kube-system (which gets no policy).
+    let text = manifests::namespace("shop", &[])
+        + &manifests::namespace("kube-system", &[])
+        + &manifests::pod(web, "shop", &PodOptions::default())
+        + &manifests::pod(dns, "kube-system", &PodOptions::default());
+    std::fs::write(dir.join("cluster.yaml"), text).expect("manifests");
+    let flows = work.join("flows.jsonl");
+    let lines: Vec<String> = records.iter().map(ToString::to_string).collect();
+    std::fs::write(&flows, lines.join("\n") + "\n").expect("flows");
+    for (format, out) in [("k8s", &k8s), ("cilium", &cilium)] {
+        let (ok, _, stderr) = trustmap_e2e::run_trustmap(&[
+            "learn",
+            "--manifests",
+            dir.to_str().unwrap(),
+            "--flows",
+            flows.to_str().unwrap(),
+            "--dns-namespace",
+            "kube-system",
+            "--dns-label",
+            "app=dns",
+            "--policy-format",
+            format,
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        assert!(ok, "learn --policy-format {format}: {stderr}");
+    }
+    let read = |dir: &std::path::Path| -> serde_json::Value {
+        let text = std::fs::read_to_string(dir.join("shop.web-pod-learned.yaml")).expect("policy");
+        serde_yaml::from_str(&text).expect("YAML")
+    };
+
+    // Cilium: DNS through the proxy for the name (and the cluster's own names), 443 by name.
+    let cnp = read(&cilium);
+    assert_eq!(cnp["kind"], "CiliumNetworkPolicy");
+    let dns_rule = serde_json::json!({
+        "toEndpoints": [{"matchLabels": {"app": "dns", "k8s:io.kubernetes.pod.namespace": "kube-system"}}],
+        "toPorts": [{
+            "ports": [{"port": "53", "protocol": "TCP"}, {"port": "53", "protocol": "UDP"}],
+            "rules": {"dns": [{"matchName": NAME}, {"matchPattern": "**.cluster.local"}]}
+        }]
+    });
+    let fqdn_rule = serde_json::json!({
+        "toFQDNs": [{"matchName": NAME}],
+        "toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}]
+    });
+    assert_eq!(
+        cnp["spec"]["egress"],
+        serde_json::json!([dns_rule, fqdn_rule]),
+        "{cnp:#}"
+    );
+    assert_eq!(cnp["spec"]["ingress"], serde_json::json!([{}]), "{cnp:#}");
+
+    // NetworkPolicy: both addresses the name had, in one rule, the name in the evidence.
+    let np = read(&k8s);
+    let blocks = serde_json::json!([
+        {"ipBlock": {"cidr": format!("{a_ip}/32")}},
+        {"ipBlock": {"cidr": format!("{b_ip}/32")}}
+    ]);
+    let rule = np["spec"]["egress"]
+        .as_array()
+        .expect("egress rules")
+        .iter()
+        .find(|r| r["to"] == blocks)
+        .unwrap_or_else(|| panic!("no rule for both addresses: {np:#}"));
+    assert_eq!(
+        rule["ports"],
+        serde_json::json!([{"port": 443, "protocol": "TCP"}])
+    );
+    let evidence = np["metadata"]["annotations"]["trustmap.dev/evidence"]
+        .as_str()
+        .unwrap_or_default();
+    for ip in [a_ip, b_ip] {
+        assert!(
+            evidence.contains(&format!("{ip} ({NAME}) 443/TCP: 1 connection(s)")),
+            "{evidence}"
+        );
+    }
+
+    // Every recorded connection is allowed by the learned Cilium policies, names included.
+    let verdicts = crate::learn::verdicts(&dir, &cilium, &flows);
+    assert_eq!(verdicts.len(), records.len());
+    for (v, line) in &verdicts {
+        assert_eq!(v, "allow", "{line}");
+    }
+    let _ = std::fs::remove_dir_all(&work);
 }
 
 /// The accepted egress of `web`: DNS to the `dns` pod, nothing else.
