@@ -1096,3 +1096,129 @@ fn cluster_scale_fifty_nodes_of_two_thousand_edges() {
         etcd_cpu,
     );
 }
+
+/// Pods, a node and the cluster DNS for the Cilium-format check below.
+const CILIUM_FIXTURE: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: kube-system}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop, labels: {app: web}}
+spec: {nodeName: n1, containers: [{name: c, image: x}]}
+status: {podIP: 198.18.7.5}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api, namespace: shop, labels: {app: api}}
+spec: {nodeName: n1, containers: [{name: c, image: x, ports: [{name: http, containerPort: 8080}]}]}
+status: {podIP: 198.18.7.6}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: coredns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec: {nodeName: n1, containers: [{name: c, image: x}]}
+status: {podIP: 198.18.7.53}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n1}
+status: {addresses: [{type: InternalIP, address: 198.18.0.1}]}
+"#;
+
+#[test]
+fn cluster_learned_cilium_policies_pass_ciliums_own_crd_schema() {
+    let crd = std::env::var_os("TRUSTMAP_CILIUM_CRD")
+        .map(std::path::PathBuf::from)
+        .expect("TRUSTMAP_CILIUM_CRD is not set: run with `cargo xtask test` (setup fetches it)");
+    let cp = ControlPlane::start();
+    // Server-side: the CRD is too large for the last-applied annotation.
+    cp.kubectl_run(&["apply", "--server-side", "-f", &crd.display().to_string()]);
+    cp.kubectl_run(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/ciliumnetworkpolicies.cilium.io",
+        "--timeout=60s",
+    ]);
+    let work = cp.dir.join("cilium");
+    std::fs::create_dir_all(&work).expect("dir");
+    std::fs::write(work.join("cluster.yaml"), CILIUM_FIXTURE).expect("manifests");
+    cp.kubectl_run(&["create", "namespace", "shop"]);
+    let flow = |src: &str, dst: &str, proto: &str, port: u16, names: &[&str]| {
+        serde_json::json!({"protocol": proto, "src": src, "dst": dst, "port": port, "dst_names": names})
+            .to_string()
+    };
+    let flows = [
+        flow("198.18.7.5", "198.18.7.53", "UDP", 53, &[]),
+        flow("198.18.7.5", "198.18.7.6", "TCP", 8080, &[]),
+        flow(
+            "198.18.7.5",
+            "203.0.113.10",
+            "TCP",
+            443,
+            &["api.pay.example"],
+        ),
+        flow(
+            "198.18.7.5",
+            "203.0.113.11",
+            "TCP",
+            443,
+            &["api.pay.example"],
+        ),
+        flow("198.18.7.5", "203.0.113.99", "TCP", 8443, &[]),
+        flow("198.18.0.1", "198.18.7.6", "TCP", 8080, &[]),
+    ];
+    std::fs::write(work.join("flows.jsonl"), flows.join("\n") + "\n").expect("flows");
+    let out = work.join("learned");
+    let (ok, _, err) = trustmap_e2e::run_trustmap(&[
+        "learn",
+        "--manifests",
+        &work.join("cluster.yaml").display().to_string(),
+        "--flows",
+        &work.join("flows.jsonl").display().to_string(),
+        "--policy-format",
+        "cilium",
+        "--namespace-default-deny",
+        "--output",
+        &out.display().to_string(),
+    ]);
+    assert!(ok, "learn: {err}");
+    let dry = cp.kubectl_run(&[
+        "apply",
+        "--dry-run=server",
+        "-k",
+        &out.display().to_string(),
+    ]);
+    let accepted: BTreeSet<&str> = dry
+        .lines()
+        .filter(|l| l.ends_with("(server dry run)"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        accepted,
+        BTreeSet::from([
+            "ciliumnetworkpolicy.cilium.io/api-pod-learned",
+            "ciliumnetworkpolicy.cilium.io/default-deny",
+            "ciliumnetworkpolicy.cilium.io/web-pod-learned",
+        ]),
+        "{dry}"
+    );
+    // The schema is in force: a lowercase protocol is refused.
+    let bad = work.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: bad, namespace: shop}\nspec:\n  endpointSelector: {}\n  egress:\n  - toPorts: [{ports: [{port: '53', protocol: udp}]}]\n",
+    )
+    .expect("bad policy");
+    assert!(!cp.kubectl_ok(&[
+        "apply",
+        "--dry-run=server",
+        "-f",
+        &bad.display().to_string()
+    ]));
+}

@@ -138,7 +138,8 @@ fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
         "--test-threads=1",
     ])
     .env("TRUSTMAP_BIN", root.join("target/debug/trustmap"))
-    .env("TRUSTMAP_K8S_BIN_DIR", &tools.k8s_bin);
+    .env("TRUSTMAP_K8S_BIN_DIR", &tools.k8s_bin)
+    .env("TRUSTMAP_CILIUM_CRD", &tools.cilium_crd);
     if let Some(f) = filter {
         e2e.arg(f);
     }

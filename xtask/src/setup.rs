@@ -38,6 +38,8 @@ pub struct Tools {
     pub bpf_linker_bin: PathBuf,
     /// Directory holding etcd, kube-apiserver, kube-controller-manager and kubectl.
     pub k8s_bin: PathBuf,
+    /// Cilium's CiliumNetworkPolicy CRD, which the tests install to validate learned policies.
+    pub cilium_crd: PathBuf,
 }
 
 impl Tools {
@@ -67,10 +69,12 @@ pub fn run(root: &Path) -> anyhow::Result<Tools> {
     rust_src(root, &toolchain, &sysroot)?;
     let bpf_linker_bin = bpf_linker(root, &toolchain, &sysroot)?;
     let k8s_bin = control_plane(root)?;
+    let cilium_crd = cilium_crd()?;
     Ok(Tools {
         toolchain,
         bpf_linker_bin,
         k8s_bin,
+        cilium_crd,
     })
 }
 
@@ -236,6 +240,47 @@ fn bpf_linker(root: &Path, toolchain: &str, sysroot: &Path) -> anyhow::Result<Pa
     }
     sh(root, &mut cmd)?;
     Ok(bin)
+}
+
+/// The Cilium release whose CiliumNetworkPolicy CRD the tests validate learned policies with.
+const CILIUM_VERSION: &str = "v1.20.2";
+const CILIUM_MODULE: &str = "github.com/cilium/cilium";
+const CILIUM_CRD: &str = "pkg/k8s/apis/cilium.io/client/crds/v2/ciliumnetworkpolicies.yaml";
+
+/// Fetches Cilium's module with the Go tool (checked against the checksum database, cached in
+/// the tools directory) and keeps its CiliumNetworkPolicy CRD, once per version.
+fn cilium_crd() -> anyhow::Result<PathBuf> {
+    let tools = tools_dir();
+    let dir = tools.join(format!("cilium-{CILIUM_VERSION}"));
+    let file = dir.join("ciliumnetworkpolicies.yaml");
+    if file.exists() {
+        return Ok(file);
+    }
+    eprintln!("xtask: fetching {CILIUM_MODULE}@{CILIUM_VERSION} for its CRD (about 36 MiB)");
+    let modcache = tools.join("go/mod");
+    std::fs::create_dir_all(&tools)?;
+    sh(
+        &tools,
+        Command::new("go")
+            .args([
+                "mod",
+                "download",
+                &format!("{CILIUM_MODULE}@{CILIUM_VERSION}"),
+            ])
+            .env("GOMODCACHE", &modcache)
+            .env("GOCACHE", tools.join("go/cache"))
+            .env("GOFLAGS", "-modcacherw")
+            .env("GOTOOLCHAIN", "local")
+            .env("GO111MODULE", "on"),
+    )?;
+    let src = modcache
+        .join(format!("{CILIUM_MODULE}@{CILIUM_VERSION}"))
+        .join(CILIUM_CRD);
+    std::fs::create_dir_all(&dir)?;
+    let partial = dir.join("ciliumnetworkpolicies.yaml.partial");
+    std::fs::copy(&src, &partial).with_context(|| format!("copying {}", src.display()))?;
+    std::fs::rename(&partial, &file)?;
+    Ok(file)
 }
 
 /// What `go build` makes for the cluster tests: (binary, package).
