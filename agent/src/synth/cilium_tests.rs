@@ -437,3 +437,31 @@ fn cilium_endpoint_namespaces_entities_and_cidrs_mean_what_cilium_says() {
     // host: the node the pod runs on.
     assert_eq!(decide("192.168.0.1", Protocol::Tcp, 10250), "allow");
 }
+
+#[test]
+fn dns_pods_that_get_policies_let_in_the_lookups_learned_as_cluster_dns() {
+    let inv = inventory();
+    for format in [PolicyFormat::K8s, PolicyFormat::Cilium] {
+        let opts = SynthOptions {
+            format,
+            skip_namespaces: Vec::new(),
+            ..SynthOptions::default()
+        };
+        let l = learn_records(&inv, &observed(), &opts);
+        let policies = l.to_policies().unwrap();
+        let dns = policies
+            .iter()
+            .find(|p| p.namespace == "kube-system")
+            .unwrap_or_else(|| panic!("{format:?}: no policy for the DNS pods"));
+        assert_eq!(dns.name, "coredns-pod-learned");
+        let ev = Evaluator::new(&inv, &policies);
+        let decide = |src: &str, proto: Protocol, port: u16| {
+            let r = record(src, "10.1.0.53", proto, port, &[]);
+            ev.evaluate(&ev.connection(&r).unwrap()).decision()
+        };
+        assert_eq!(decide("10.1.0.5", Protocol::Udp, 53), "allow", "{format:?}");
+        assert_eq!(decide("10.1.0.5", Protocol::Tcp, 53), "allow", "{format:?}");
+        // api never looked anything up.
+        assert_eq!(decide("10.1.0.6", Protocol::Udp, 53), "deny", "{format:?}");
+    }
+}

@@ -155,6 +155,27 @@ pub(super) fn plan(ctx: &Context<'_>, graph: &FlowGraph, opts: &SynthOptions) ->
     let mut drafts: BTreeMap<WorkloadRef, Draft> = BTreeMap::new();
     let mut warned: BTreeSet<String> = BTreeSet::new();
     let apiserver = ctx.identities.inventory().apiserver_ips();
+    // The workloads of the cluster DNS pods: when they get policies too, their ingress must
+    // let in the lookups learned as "to the cluster DNS".
+    let dns_workloads: Vec<WorkloadRef> = {
+        let inv = ctx.identities.inventory();
+        let sel = Selector::from_labels(
+            opts.dns_labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        let mut v: Vec<WorkloadRef> = inv
+            .namespace_id(&opts.dns_namespace)
+            .map(|ns| inv.pods_in(ns).to_vec())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|&p| !inv.pod(p).host_network && sel.matches(&inv.pod(p).labels))
+            .map(|p| ctx.identities.workload_of(p))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
     let mut warn = |w: String| {
         if warned.insert(w.clone()) {
             out.warnings.push(w);
@@ -168,109 +189,141 @@ pub(super) fn plan(ctx: &Context<'_>, graph: &FlowGraph, opts: &SynthOptions) ->
                 Direction::Egress => (e.src, e.dst),
                 Direction::Ingress => (e.dst, e.src),
             };
-            let Peer::Workload(w) = subject else { continue };
-            if !wants_policy(w, opts) {
-                continue;
-            }
-            let Some(choice) = ctx.selectors.get(w) else {
-                warn(format!(
-                    "{w}: no pod of this workload on the pod network is in the manifests; no policy learned for it"
-                ));
-                continue;
-            };
-            if !e.protocol.has_ports() {
-                warn(format!(
-                    "{} -> {} {}: NetworkPolicy cannot allow ICMP without allowing every port; not allowed",
-                    e.src, e.dst, e.protocol
-                ));
-                continue;
-            }
-            let Some(port) = e.port else {
-                warn(format!(
-                    "{} -> {} {}: no port recorded; not allowed",
-                    e.src, e.dst, e.protocol
-                ));
-                continue;
-            };
-            let (peer, ports) = match other {
-                Peer::ClusterDns => (
-                    dns_peer(&w.namespace),
-                    vec![
-                        PortItem::Number(Protocol::Udp, 53),
-                        PortItem::Number(Protocol::Tcp, 53),
-                    ],
-                ),
-                Peer::Workload(o) => {
-                    let Some(oc) = ctx.selectors.get(o) else {
-                        warn(format!(
-                            "{o}: not in the manifests with pods on the pod network; its connections with {w} are not allowed"
-                        ));
-                        continue;
-                    };
-                    if !oc.overlaps.is_empty() {
-                        let names: Vec<String> =
-                            oc.overlaps.iter().map(ToString::to_string).collect();
-                        warn(format!(
-                            "{o}: its selector {} also selects pods of {}; rules naming it allow those too",
-                            oc.selector,
-                            names.join(", ")
-                        ));
-                    }
-                    let peer = RenderPeer::Pods {
-                        namespace: (o.namespace != w.namespace).then(|| o.namespace.clone()),
-                        selector: oc.selector.clone(),
-                    };
-                    let dst_choice = match direction {
-                        Direction::Egress => oc,
-                        Direction::Ingress => choice,
-                    };
-                    (peer, vec![port_item(&e, port, Some(dst_choice))])
-                }
-                Peer::Node { ip, .. } => {
-                    let dst_choice = (direction == Direction::Ingress).then_some(choice);
-                    (
-                        RenderPeer::Block {
-                            cidr: host_net(*ip),
-                            except: Vec::new(),
-                        },
-                        vec![port_item(&e, port, dst_choice)],
-                    )
-                }
-                Peer::External(ip) => {
-                    let dst_choice = (direction == Direction::Ingress).then_some(choice);
-                    (
-                        external_block(*ip, ctx, opts),
-                        vec![port_item(&e, port, dst_choice)],
-                    )
-                }
-            };
-            let d = drafts.entry(w.clone()).or_default();
-            let names: Vec<String> = match (direction, other) {
-                (Direction::Egress, Peer::External(_)) => e.stats.names.clone(),
+            let subjects: Vec<&WorkloadRef> = match subject {
+                Peer::Workload(w) => vec![w],
+                Peer::ClusterDns => dns_workloads.iter().collect(),
                 _ => Vec::new(),
             };
-            if let Peer::Node { ip, .. } | Peer::External(ip) = other {
-                let info = d.info.entry(peer.clone()).or_default();
-                info.names.extend(names.iter().cloned());
-                info.node |= matches!(other, Peer::Node { .. });
-                info.apiserver |= apiserver.contains(ip);
+            for w in subjects {
+                if !wants_policy(w, opts) {
+                    continue;
+                }
+                let Some(choice) = ctx.selectors.get(w) else {
+                    warn(format!(
+                        "{w}: no pod of this workload on the pod network is in the manifests; no policy learned for it"
+                    ));
+                    continue;
+                };
+                if !e.protocol.has_ports() {
+                    warn(format!(
+                        "{} -> {} {}: NetworkPolicy cannot allow ICMP without allowing every port; not allowed",
+                        e.src, e.dst, e.protocol
+                    ));
+                    continue;
+                }
+                let Some(port) = e.port else {
+                    warn(format!(
+                        "{} -> {} {}: no port recorded; not allowed",
+                        e.src, e.dst, e.protocol
+                    ));
+                    continue;
+                };
+                let (peer, ports) = match other {
+                    // A lookup, seen from the DNS pods' side: in from the client on 53.
+                    _ if subject == &Peer::ClusterDns => {
+                        let peer = match other {
+                            Peer::Workload(o) => match ctx.selectors.get(o) {
+                                Some(oc) => RenderPeer::Pods {
+                                    namespace: (o.namespace != w.namespace)
+                                        .then(|| o.namespace.clone()),
+                                    selector: oc.selector.clone(),
+                                },
+                                None => continue,
+                            },
+                            Peer::Node { ip, .. } => RenderPeer::Block {
+                                cidr: host_net(*ip),
+                                except: Vec::new(),
+                            },
+                            Peer::External(ip) => external_block(*ip, ctx, opts),
+                            Peer::ClusterDns => continue,
+                        };
+                        (
+                            peer,
+                            vec![
+                                PortItem::Number(Protocol::Udp, 53),
+                                PortItem::Number(Protocol::Tcp, 53),
+                            ],
+                        )
+                    }
+                    Peer::ClusterDns => (
+                        dns_peer(&w.namespace),
+                        vec![
+                            PortItem::Number(Protocol::Udp, 53),
+                            PortItem::Number(Protocol::Tcp, 53),
+                        ],
+                    ),
+                    Peer::Workload(o) => {
+                        let Some(oc) = ctx.selectors.get(o) else {
+                            warn(format!(
+                                "{o}: not in the manifests with pods on the pod network; its connections with {w} are not allowed"
+                            ));
+                            continue;
+                        };
+                        if !oc.overlaps.is_empty() {
+                            let names: Vec<String> =
+                                oc.overlaps.iter().map(ToString::to_string).collect();
+                            warn(format!(
+                                "{o}: its selector {} also selects pods of {}; rules naming it allow those too",
+                                oc.selector,
+                                names.join(", ")
+                            ));
+                        }
+                        let peer = RenderPeer::Pods {
+                            namespace: (o.namespace != w.namespace).then(|| o.namespace.clone()),
+                            selector: oc.selector.clone(),
+                        };
+                        let dst_choice = match direction {
+                            Direction::Egress => oc,
+                            Direction::Ingress => choice,
+                        };
+                        (peer, vec![port_item(&e, port, Some(dst_choice))])
+                    }
+                    Peer::Node { ip, .. } => {
+                        let dst_choice = (direction == Direction::Ingress).then_some(choice);
+                        (
+                            RenderPeer::Block {
+                                cidr: host_net(*ip),
+                                except: Vec::new(),
+                            },
+                            vec![port_item(&e, port, dst_choice)],
+                        )
+                    }
+                    Peer::External(ip) => {
+                        let dst_choice = (direction == Direction::Ingress).then_some(choice);
+                        (
+                            external_block(*ip, ctx, opts),
+                            vec![port_item(&e, port, dst_choice)],
+                        )
+                    }
+                };
+                let d = drafts.entry(w.clone()).or_default();
+                let names: Vec<String> = match (direction, other) {
+                    (Direction::Egress, Peer::External(_)) => e.stats.names.clone(),
+                    _ => Vec::new(),
+                };
+                if let Peer::Node { ip, .. } | Peer::External(ip) = other {
+                    let info = d.info.entry(peer.clone()).or_default();
+                    info.names.extend(names.iter().cloned());
+                    info.node |= matches!(other, Peer::Node { .. });
+                    info.apiserver |= apiserver.contains(ip);
+                }
+                let map = match direction {
+                    Direction::Egress => &mut d.egress,
+                    Direction::Ingress => &mut d.ingress,
+                };
+                map.entry(peer.clone()).or_default().extend(ports);
+                d.notes.push(EdgeNote {
+                    direction,
+                    peer,
+                    graph_peer: other.to_string(),
+                    port: port_text(e.protocol, e.port),
+                    count: e.stats.count,
+                    first_seen: e.stats.first_seen,
+                    last_seen: e.stats.last_seen,
+                    one_way: e.stats.sample.outcome == Some(crate::flow::Outcome::OneWay),
+                    names,
+                });
             }
-            let map = match direction {
-                Direction::Egress => &mut d.egress,
-                Direction::Ingress => &mut d.ingress,
-            };
-            map.entry(peer.clone()).or_default().extend(ports);
-            d.notes.push(EdgeNote {
-                direction,
-                peer,
-                graph_peer: other.to_string(),
-                port: port_text(e.protocol, e.port),
-                count: e.stats.count,
-                first_seen: e.stats.first_seen,
-                last_seen: e.stats.last_seen,
-                one_way: e.stats.sample.outcome == Some(crate::flow::Outcome::OneWay),
-                names,
-            });
         }
     }
 
