@@ -480,7 +480,8 @@ fn cluster_users_path_against_a_real_control_plane() {
 /// ClusterNetworkPolicy (v1alpha2) that denies the payment provider, and a
 /// BaselineAdminNetworkPolicy (v1alpha1) that denies what no NetworkPolicy allowed into the
 /// shop. The agents watch them, the Events name the tier rule, the offline commands read them
-/// from the cluster, and a CiliumNetworkPolicy, which nothing evaluates, is warned about.
+/// from the cluster, and a CiliumNetworkPolicy too (the agents, which do not watch that kind
+/// yet, warn about it).
 const LAYERS: &str = r#"apiVersion: policy.networking.k8s.io/v1alpha2
 kind: ClusterNetworkPolicy
 metadata: {name: no-payments}
@@ -527,9 +528,12 @@ spec:
 ---
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
-metadata: {name: l7-api, namespace: shop}
+metadata: {name: frontend-out, namespace: shop}
 spec:
-  endpointSelector: {matchLabels: {app: api}}
+  endpointSelector: {matchLabels: {app: frontend}}
+  egress:
+  - toEndpoints: [{matchLabels: {app: api}}]
+    toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
 "#;
 
 #[test]
@@ -607,11 +611,9 @@ fn cluster_admin_tiers_are_watched_flagged_and_read_from_a_real_control_plane() 
             "priority": 10, "rule": 0, "name": "payments", "action": "deny"})
     );
     assert!(
-        err.contains(
-            "the live cluster has 1 cilium.io/v2 CiliumNetworkPolicy object(s) (shop/l7-api): \
-             they are not evaluated"
-        ),
-        "a warning names the CiliumNetworkPolicy: {err}"
+        err.contains("CiliumNetworkPolicy read from the live cluster policy=shop/frontend-out")
+            && !err.contains("not evaluated"),
+        "the CiliumNetworkPolicy is read, not warned about: {err}"
     );
     // The Baseline denies what no NetworkPolicy allowed into the shop; the admin Accept into
     // the DNS pods decides before anything else.
@@ -637,6 +639,22 @@ fn cluster_admin_tiers_are_watched_flagged_and_read_from_a_real_control_plane() 
         assert_eq!(v["verdict"], verdict, "{v}");
         assert_eq!(v[side]["tier_rule"]["policy"], policy, "{v}");
     }
+    // The live CiliumNetworkPolicy decides the frontend's egress: 8080 to the api, nothing else.
+    let (v, _) = explain(
+        "shop/Deployment/frontend",
+        "shop/Deployment/api",
+        "8080/TCP",
+    );
+    assert_eq!(
+        v["egress"]["allowed_by"]["policy"], "shop/frontend-out",
+        "{v}"
+    );
+    let (v, _) = explain(
+        "shop/Deployment/frontend",
+        "shop/Deployment/api",
+        "9090/TCP",
+    );
+    assert_eq!(v["egress"]["decision"], "deny", "{v}");
 
     // lint reads the layers from the cluster and locates its findings in them: at the broad
     // peer, in the objects it saves.

@@ -84,9 +84,15 @@ impl SourceArgs {
                 );
             }
             let mut loaded = inv.snapshot();
-            loaded
-                .warnings
-                .extend(crate::kube::unevaluated::unevaluated_policies(&client).await);
+            let live = crate::kube::unevaluated::live_policies(&client).await;
+            for p in &live.cilium {
+                tracing::info!(
+                    policy = %p.key(),
+                    "CiliumNetworkPolicy read from the live cluster"
+                );
+            }
+            loaded.policies.extend(live.cilium);
+            loaded.warnings.extend(live.warnings);
             for note in &loaded.notes {
                 tracing::info!("{note}");
             }

@@ -66,8 +66,9 @@ pub struct Loaded {
 }
 
 /// Policy kinds trustmap does not evaluate, by API group: verdicts ignore them, and the loader
-/// says so. CiliumNetworkPolicy is the exception in files (the loader evaluates it, see
-/// [`crate::policy::cilium`]); from a live cluster it is not read yet, so it stays listed.
+/// says so. CiliumNetworkPolicy is the exception for the offline commands, which evaluate it
+/// from files and from a live cluster (see [`crate::policy::cilium`]); the agent does not
+/// watch it yet, so it stays listed for the agent's warning.
 pub const UNEVALUATED_POLICY_KINDS: &[(&str, &[&str])] = &[
     (
         "cilium.io",

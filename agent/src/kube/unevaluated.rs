@@ -1,6 +1,8 @@
 //! Policy kinds trustmap does not evaluate, looked for in a live cluster: the API groups of
 //! [`UNEVALUATED_POLICY_KINDS`] are discovered, and the objects of each such kind listed, so
-//! that a verdict read from the cluster never hides that other policies apply too.
+//! that a verdict read from the cluster never hides that other policies apply too. The
+//! offline commands read CiliumNetworkPolicies and evaluate them; the agent does not watch
+//! them yet, so for the agent they stay a warning.
 
 use kube::{
     Api, Client, ResourceExt as _,
@@ -8,7 +10,10 @@ use kube::{
     discovery::{Discovery, verbs},
 };
 
-use crate::inventory::UNEVALUATED_POLICY_KINDS;
+use crate::{
+    inventory::UNEVALUATED_POLICY_KINDS,
+    policy::{Policy, cilium::CiliumNetworkPolicy},
+};
 
 /// How many object names a warning lists before it says how many more there are.
 const NAMES_SHOWN: usize = 5;
@@ -59,20 +64,71 @@ pub async fn served_kinds_warnings(client: &Client) -> Vec<String> {
     }
 }
 
-/// For the offline commands: one warning per unevaluated policy kind that has objects in the
-/// cluster, and per such kind that could not be listed; none when the cluster has none. A
-/// failed discovery is a warning too: it is never a reason to stop.
-pub async fn unevaluated_policies(client: &Client) -> Vec<String> {
+/// What the offline commands read besides the inventory: the CiliumNetworkPolicies, which they
+/// evaluate, and warnings.
+#[derive(Debug, Default)]
+pub struct LivePolicies {
+    pub cilium: Vec<Policy>,
+    pub warnings: Vec<String>,
+}
+
+/// Whether a served kind is CiliumNetworkPolicy, which the offline commands read and evaluate.
+fn is_cilium_network_policy(ar: &ApiResource) -> bool {
+    ar.group == "cilium.io" && ar.kind == "CiliumNetworkPolicy"
+}
+
+/// The live CiliumNetworkPolicies as the evaluator reads them; one that it cannot decide is
+/// left out with a warning naming it and the field, as from manifests.
+async fn cilium_policies(client: &Client, ar: &ApiResource, out: &mut LivePolicies) {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
+    let list = match api.list(&ListParams::default()).await {
+        Ok(l) => l,
+        Err(e) => {
+            out.warnings.push(format!(
+                "could not list {} {} ({e}): verdicts ignore them and may be wrong where they \
+                 apply",
+                ar.api_version, ar.kind
+            ));
+            return;
+        }
+    };
+    for o in list.items {
+        let name = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+        let parsed = serde_json::to_value(&o)
+            .and_then(serde_json::from_value::<CiliumNetworkPolicy>)
+            .map_err(|e| e.to_string())
+            .and_then(|c| Policy::from_cilium(&c).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(p) => out.cilium.push(p),
+            Err(e) => out.warnings.push(format!(
+                "CiliumNetworkPolicy {name} is not evaluated: {e}; verdicts ignore it and may \
+                 be wrong where it applies"
+            )),
+        }
+    }
+}
+
+/// For the offline commands: the live CiliumNetworkPolicies, and one warning per unevaluated
+/// policy kind that has objects in the cluster, and per such kind that could not be listed;
+/// none when the cluster has none. A failed discovery is a warning too: it is never a reason
+/// to stop.
+pub async fn live_policies(client: &Client) -> LivePolicies {
+    let mut out = LivePolicies::default();
     let served = match served_kinds(client).await {
         Ok(s) => s,
         Err(e) => {
-            return vec![format!(
+            out.warnings.push(format!(
                 "could not look for policy kinds trustmap does not evaluate: {e}"
-            )];
+            ));
+            return out;
         }
     };
-    let mut warnings = Vec::new();
+    let warnings = &mut Vec::new();
     for ar in served {
+        if is_cilium_network_policy(&ar) {
+            cilium_policies(client, &ar, &mut out).await;
+            continue;
+        }
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
         match api.list_metadata(&ListParams::default()).await {
             Ok(list) => {
@@ -95,7 +151,8 @@ pub async fn unevaluated_policies(client: &Client) -> Vec<String> {
             )),
         }
     }
-    warnings
+    out.warnings.append(warnings);
+    out
 }
 
 /// The warning for `names`, objects of an unevaluated kind; `None` when there are none.

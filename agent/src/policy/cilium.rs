@@ -39,7 +39,10 @@ const NAMESPACE_LABELS_PREFIX: &str = "io.cilium.k8s.namespace.labels.";
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CiliumNetworkPolicy {
+    /// Absent in the items of a list the API server returns.
+    #[serde(default)]
     pub api_version: String,
+    #[serde(default)]
     pub kind: String,
     pub metadata: ObjectMeta,
     #[serde(default, skip_serializing_if = "Option::is_none")]
