@@ -415,3 +415,120 @@ spec:
     );
     let _ = std::fs::remove_dir_all(&cnp);
 }
+
+/// web resolved api.pay.example to two addresses in turn, and connected to each on 443; it
+/// also reached 203.0.113.99 with no name. Its policy lets it out to anyone on 443 and 8443.
+const NAMED: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop, labels: {app: web}}
+spec: {containers: [{name: c, image: x}]}
+status: {podIP: 10.1.0.5}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api, namespace: shop, labels: {app: api}}
+spec: {containers: [{name: c, image: x}]}
+status: {podIP: 10.1.0.6}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-out, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Egress]
+  egress:
+  - ports: [{port: 443, protocol: TCP}, {port: 8443, protocol: TCP}]
+"#;
+
+const NAMED_FLOWS: &str = concat!(
+    r#"{"protocol":"TCP","src":"10.1.0.5","dst":"203.0.113.10","port":443,"dst_names":["api.pay.example"]}"#,
+    "\n",
+    r#"{"protocol":"TCP","src":"10.1.0.5","dst":"203.0.113.11","port":443,"dst_names":["api.pay.example"]}"#,
+    "\n",
+    r#"{"protocol":"TCP","src":"10.1.0.5","dst":"203.0.113.99","port":8443}"#,
+    "\n",
+);
+
+#[test]
+fn externals_are_named_by_dns_name_in_diff_graph_lint_and_blast_radius() {
+    let dir = manifest_dir("named", NAMED);
+    let flows = dir.join("flows.jsonl.txt");
+    std::fs::write(&flows, NAMED_FLOWS).unwrap();
+    let (m, f) = (dir.to_str().unwrap(), flows.to_str().unwrap());
+    let ok = |args: &[&str]| {
+        let out = run(args, None);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    // diff: 8443 to the named addresses and 443 to the other are excess, each end by its name.
+    let diff = ok(&[
+        "diff",
+        "--manifests",
+        m,
+        "--current",
+        m,
+        "--flows",
+        f,
+        "-o",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&diff).unwrap();
+    let rows: std::collections::BTreeSet<(String, String)> = v["excess"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["src"] == "shop/web")
+        .map(|r| {
+            (
+                r["dst"].as_str().unwrap().to_owned(),
+                r["ports"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (dst, ports) in [
+        ("203.0.113.10 (api.pay.example)", "TCP:8443"),
+        ("203.0.113.11 (api.pay.example)", "TCP:8443"),
+        ("203.0.113.99", "TCP:443"),
+    ] {
+        assert!(
+            rows.contains(&(dst.to_owned(), ports.to_owned())),
+            "{dst} {ports}: {rows:?}"
+        );
+    }
+    // graph: the external node reads as its name.
+    let dot = ok(&["graph", "--manifests", m, "--flows", f, "-o", "dot"]);
+    assert!(dot.contains("api.pay.example (203.0.113.10)"), "{dot}");
+    // blast radius: what each workload reaches outside, by name and port.
+    let blast = ok(&["blast-radius", "--manifests", m, "--flows", f, "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&blast).unwrap();
+    for set in ["current", "learned"] {
+        let web = v[set]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["workload"] == "shop/web")
+            .unwrap_or_else(|| panic!("{blast}"));
+        assert_eq!(
+            web["external_names"],
+            serde_json::json!(["api.pay.example:443/TCP"]),
+            "{set}: {blast}"
+        );
+    }
+    // lint with flows: the rule that lets web out to anyone lists what it was used for, by name.
+    let lint = run(
+        &["lint", "--manifests", m, "--flows", f, "-o", "json"],
+        None,
+    );
+    let lint = text(&lint.stdout);
+    assert!(
+        lint.contains(
+            "observed to: external 203.0.113.10 (api.pay.example), external 203.0.113.11 (api.pay.example), external 203.0.113.99"
+        ),
+        "{lint}"
+    );
+}

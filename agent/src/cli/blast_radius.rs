@@ -2,6 +2,7 @@
 //! reaches it, under the current policies and, with flows, under the learned ones.
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     io::{self, BufWriter, Write},
     process::ExitCode,
 };
@@ -11,9 +12,9 @@ use serde::Serialize;
 
 use super::learn::{build_graph, synthesize};
 use crate::{
-    identity::{Identities, IdentityOptions},
+    identity::{Identities, IdentityOptions, Peer},
     policy::Evaluator,
-    reach::{BlastReport, BlastRow, blast_radius},
+    reach::{BlastReport, BlastRow, ObservedConnection, blast_radius, observed_connections},
     synth::SynthOptions,
 };
 
@@ -46,24 +47,64 @@ struct Both<'a> {
     learned: Option<&'a [BlastRow]>,
 }
 
+/// Adds to each row the named outside destinations observed from it that `ev` allows.
+fn name_externals(report: &mut BlastReport, ev: &Evaluator<'_>, observed: &[ObservedConnection]) {
+    let mut names: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for o in observed {
+        let c = &o.connection;
+        if c.dst_names.is_empty() || !matches!(o.dst_peer, Peer::External(_)) {
+            continue;
+        }
+        let Peer::Workload(w) = &o.src_peer else {
+            continue;
+        };
+        if !ev.evaluate(c).allowed() {
+            continue;
+        }
+        let port = c
+            .port
+            .map_or_else(|| c.protocol.to_string(), |p| format!("{p}/{}", c.protocol));
+        // A bare pod's row is `namespace/pod`; a workload's `namespace/Kind/name`.
+        let row = if w.kind == "Pod" {
+            format!("{}/{}", w.namespace, w.name)
+        } else {
+            w.to_string()
+        };
+        let set = names.entry(row).or_default();
+        set.extend(c.dst_names.iter().map(|n| format!("{n}:{port}")));
+    }
+    for r in &mut report.rows {
+        if let Some(n) = names.remove(&r.workload) {
+            r.external_names = n.into_iter().collect();
+        }
+    }
+}
+
 pub fn run(args: BlastRadiusArgs) -> anyhow::Result<ExitCode> {
     let loaded = args.source.load()?;
-    let current = blast_radius(
-        &Evaluator::new(&loaded.inventory, &loaded.policies).with_admin(&loaded.admin),
-    );
-    let learned = if args.flows.is_empty() {
+    let ev = Evaluator::new(&loaded.inventory, &loaded.policies).with_admin(&loaded.admin);
+    let mut current = blast_radius(&ev);
+    let ids = Identities::new(&loaded.inventory, IdentityOptions::default());
+    let graph = if args.flows.is_empty() {
         None
     } else {
-        let ids = Identities::new(&loaded.inventory, IdentityOptions::default());
-        let (graph, _attempts) = build_graph(&ids, &args.flows, &[], None, false)?;
-        let opts = SynthOptions {
-            namespace_default_deny: true,
-            ..SynthOptions::default()
-        };
-        let policies = synthesize(&ids, &graph, &opts)?.to_policies()?;
-        Some(blast_radius(
-            &Evaluator::new(&loaded.inventory, &policies).with_admin(&loaded.admin),
-        ))
+        Some(build_graph(&ids, &args.flows, &[], None, false)?.0)
+    };
+    let learned = match &graph {
+        None => None,
+        Some(graph) => {
+            let observed = observed_connections(&ids, graph);
+            name_externals(&mut current, &ev, &observed);
+            let opts = SynthOptions {
+                namespace_default_deny: true,
+                ..SynthOptions::default()
+            };
+            let policies = synthesize(&ids, graph, &opts)?.to_policies()?;
+            let lev = Evaluator::new(&loaded.inventory, &policies).with_admin(&loaded.admin);
+            let mut report = blast_radius(&lev);
+            name_externals(&mut report, &lev, &observed);
+            Some(report)
+        }
     };
     let pick = |r: &BlastReport| -> anyhow::Result<Vec<BlastRow>> {
         match &args.from {
@@ -146,6 +187,9 @@ fn table(out: &mut impl Write, rows: &[BlastRow], detail: bool) -> io::Result<()
             r.transitive_pods,
             hops.join(" ")
         )?;
+        if !r.external_names.is_empty() {
+            writeln!(out, "  outside, by name: {}", r.external_names.join(", "))?;
+        }
         if detail {
             for x in &r.reached {
                 writeln!(out, "  {} hop(s)  {}  ({})", x.hops, x.workload, x.ports)?;

@@ -88,9 +88,14 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
         let (graph, failed) = build_graph(&ids, &args.flows, &[], None, false)?;
         attempts = failed_attempts(&ids, &failed);
         for e in graph.edges() {
-            for p in [e.src, e.dst] {
+            for (p, names) in [(e.src, &[][..]), (e.dst, &e.stats.names[..])] {
                 if let Peer::External(ip) | Peer::Node { ip, .. } = p {
-                    extra.push((ip.to_string(), inv.resolve_ip(*ip)));
+                    // An address known by names reads as them: `203.0.113.10 (api.example)`.
+                    let name = match names {
+                        [] => ip.to_string(),
+                        n => format!("{ip} ({})", n.join(", ")),
+                    };
+                    extra.push((name, inv.resolve_ip(*ip), names.to_vec()));
                 }
             }
         }

@@ -213,6 +213,17 @@ impl fmt::Display for PortMatcher {
     }
 }
 
+impl fmt::Display for IpBlock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.cidr)?;
+        if !self.except.is_empty() {
+            let ex: Vec<String> = self.except.iter().map(ToString::to_string).collect();
+            write!(f, " except {}", ex.join(","))?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -222,22 +233,8 @@ impl fmt::Display for Peer {
                     write!(f, "pods [{pods}] in namespaces [{s}]")
                 }
             },
-            Self::IpBlock(b) => {
-                write!(f, "ipBlock {}", b.cidr)?;
-                if !b.except.is_empty() {
-                    let ex: Vec<String> = b.except.iter().map(ToString::to_string).collect();
-                    write!(f, " except {}", ex.join(","))?;
-                }
-                Ok(())
-            }
-            Self::Cidr(b) => {
-                write!(f, "CIDR {}", b.cidr)?;
-                if !b.except.is_empty() {
-                    let ex: Vec<String> = b.except.iter().map(ToString::to_string).collect();
-                    write!(f, " except {}", ex.join(","))?;
-                }
-                Ok(())
-            }
+            Self::IpBlock(b) => write!(f, "ipBlock {b}"),
+            Self::Cidr(b) => write!(f, "CIDR {b}"),
             Self::Fqdn(p) => write!(f, "FQDN {p}"),
             Self::Entity(e) => write!(f, "entity {}", e.as_str()),
         }

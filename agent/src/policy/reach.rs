@@ -27,12 +27,24 @@ impl Evaluator<'_> {
         dst: &Resolved,
         self_exempt: bool,
     ) -> PortSet {
+        self.allowed_ports_named(src, dst, self_exempt, &[])
+    }
+
+    /// Like [`Evaluator::allowed_ports_between`], to a destination the source knows by these
+    /// DNS names (for `toFQDNs` and `domainNames`).
+    pub fn allowed_ports_named(
+        &self,
+        src: &Resolved,
+        dst: &Resolved,
+        self_exempt: bool,
+        names: &[String],
+    ) -> PortSet {
         let probe = Connection {
             src: *src,
             dst: *dst,
             protocol: Protocol::Tcp,
             port: None,
-            dst_names: &[],
+            dst_names: names,
         };
         if self_exempt && self.self_traffic(&probe).is_some() {
             return PortSet::all();

@@ -18,7 +18,7 @@ mod observed;
 #[cfg(test)]
 mod tests;
 
-pub use observed::{ObservedConnection, observed_connections, resolve_peer};
+pub use observed::{ObservedConnection, named, observed_connections, resolve_peer};
 
 use std::collections::VecDeque;
 
@@ -64,6 +64,10 @@ pub struct BlastRow {
     pub hops: Vec<u64>,
     /// Every workload reached, with its hop count, nearest first.
     pub reached: Vec<Reached>,
+    /// With flows: the DNS names of the outside destinations it was seen connecting to that
+    /// these policies allow (`api.payments.example:443/TCP`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub external_names: Vec<String>,
 }
 
 /// A workload reached from another, in so many hops.
@@ -182,6 +186,7 @@ pub fn report(inv: &Inventory, entities: &[Entity], m: &[Vec<PortSet>]) -> Blast
             transitive_pods: hops.iter().sum(),
             hops,
             reached,
+            external_names: Vec::new(),
         });
     }
     rows.sort_by(|a, b| {

@@ -54,6 +54,16 @@ pub fn resolve_peer(ids: &Identities<'_>, peer: &Peer) -> Option<Resolved> {
     }
 }
 
+/// A peer for people, with the DNS names its connections were made to:
+/// `external 203.0.113.10 (api.payments.example)`.
+pub fn named(peer: &Peer, names: &[String]) -> String {
+    if names.is_empty() {
+        peer.to_string()
+    } else {
+        format!("{peer} ({})", names.join(", "))
+    }
+}
+
 /// Every edge of the graph whose ends resolve, in the graph's order. DNS edges get UDP 53
 /// when the graph recorded them without a port.
 pub fn observed_connections<'g>(
@@ -82,7 +92,7 @@ pub fn observed_connections<'g>(
                 src_peer: e.src.clone(),
                 dst_peer: e.dst.clone(),
                 src: e.src.to_string(),
-                dst: e.dst.to_string(),
+                dst: named(e.dst, &e.stats.names),
                 count: e.stats.count,
             })
         })

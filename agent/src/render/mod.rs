@@ -213,6 +213,25 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// Labels an external node with the DNS names connections to it were made to:
+    /// `api.payments.example (203.0.113.10)`.
+    fn name_external(&mut self, i: usize, names: &[String]) {
+        let n = &mut self.model.nodes[i];
+        if names.is_empty() || n.kind != NodeKind::External {
+            return;
+        }
+        let ip = n.id.strip_prefix("external ").unwrap_or(&n.id).to_owned();
+        let mut all: Vec<String> = n
+            .label
+            .split_once(" (")
+            .map(|(known, _)| known.split(", ").map(str::to_owned).collect())
+            .unwrap_or_default();
+        all.extend(names.iter().cloned());
+        all.sort();
+        all.dedup();
+        n.label = format!("{} ({ip})", all.join(", "));
+    }
+
     fn node(&mut self, r: &Resolved, matrix_name: Option<&str>) -> usize {
         let n = node_of(self.ev.inventory(), r, matrix_name);
         if let Some(&i) = self.index.get(&n.id) {
@@ -256,6 +275,7 @@ impl GraphModel {
             let c = &o.connection;
             let s = b.node(&c.src, None);
             let d = b.node(&c.dst, None);
+            b.name_external(d, c.dst_names);
             let e = ev.explain(c);
             let verdict = if e.verdict == "allow" {
                 EdgeVerdict::Observed

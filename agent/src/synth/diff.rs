@@ -30,7 +30,8 @@ pub struct ConnectivityDiff {
 
 /// Compares what `current` and `reference` allow between every pair of ends: the workloads
 /// and bare pods of the inventory, `external`, the ipBlocks of either policy set, and
-/// `extra` ends (e.g. observed external addresses).
+/// `extra` ends (e.g. observed external addresses, with the DNS names connections to them
+/// were made to, which `toFQDNs` and `domainNames` rules match).
 /// The admin tiers (`admin`) are in force for both: a learned policy set is judged with the
 /// cluster's guardrails around it.
 pub fn connectivity_diff(
@@ -38,20 +39,20 @@ pub fn connectivity_diff(
     current: &[Policy],
     reference: &[Policy],
     admin: &[AdminPolicy],
-    extra: &[(String, Resolved)],
+    extra: &[(String, Resolved, Vec<String>)],
 ) -> ConnectivityDiff {
     let cur = Evaluator::new(inv, current).with_admin(admin);
     let refe = Evaluator::new(inv, reference).with_admin(admin);
-    let mut ends: BTreeMap<String, Resolved> = BTreeMap::new();
+    let mut ends: BTreeMap<String, (Resolved, &[String])> = BTreeMap::new();
     for e in cur
         .matrix_entities()
         .into_iter()
         .chain(refe.matrix_entities())
     {
-        ends.entry(e.name).or_insert(e.end);
+        ends.entry(e.name).or_insert((e.end, &[]));
     }
-    for (name, end) in extra {
-        ends.entry(name.clone()).or_insert(*end);
+    for (name, end, names) in extra {
+        ends.entry(name.clone()).or_insert((*end, names));
     }
     let inside = |r: &Resolved| {
         matches!(
@@ -60,13 +61,13 @@ pub fn connectivity_diff(
         )
     };
     let mut out = ConnectivityDiff::default();
-    for (sn, s) in &ends {
-        for (dn, d) in &ends {
+    for (sn, (s, _)) in &ends {
+        for (dn, (d, names)) in &ends {
             if sn == dn || (!inside(s) && !inside(d)) {
                 continue;
             }
-            let a = cur.allowed_ports(s, d);
-            let b = refe.allowed_ports(s, d);
+            let a = cur.allowed_ports_named(s, d, true, names);
+            let b = refe.allowed_ports_named(s, d, true, names);
             let row = |ports: PortSet| DiffRow {
                 src: sn.clone(),
                 dst: dn.clone(),
