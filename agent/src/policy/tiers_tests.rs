@@ -339,6 +339,37 @@ fn networks_nodes_and_domain_names_are_egress_peers() {
 }
 
 #[test]
+fn domain_names_match_the_names_the_source_resolved() {
+    let p = cnp(
+        "egress",
+        "Admin",
+        1,
+        NS_A,
+        "  egress:\n  - {action: Accept, to: [{domainNames: [api.example.com, '*.example.org']}]}\n  - {action: Deny, to: [{networks: [0.0.0.0/0]}]}",
+    );
+    let l = load(&p);
+    let ev = Evaluator::new(&l.inventory, &l.policies).with_admin(&l.admin);
+    let decide = |names: &[&str]| {
+        let mut r = FlowRecord::new(
+            Protocol::Tcp,
+            "a/web".parse().unwrap(),
+            "198.51.100.1".parse().unwrap(),
+            Some(443),
+        );
+        r.dst_names = names.iter().map(|n| (*n).to_owned()).collect();
+        let c = ev.connection(&r).unwrap();
+        ev.evaluate(&c).decision()
+    };
+    // Names known: the Accept decides for a match, and the Deny below it otherwise.
+    assert_eq!(decide(&["api.example.com"]), "allow");
+    assert_eq!(decide(&["cdn.eu.example.org"]), "allow");
+    assert_eq!(decide(&["example.org"]), "deny");
+    assert_eq!(decide(&["www.example.com"]), "deny");
+    // Unknown: never a guess.
+    assert_eq!(decide(&[]), "unknown");
+}
+
+#[test]
 fn v1alpha1_policies_use_allow_and_ports_and_the_baseline_is_a_singleton() {
     let p = anp(
         "allow-web",
