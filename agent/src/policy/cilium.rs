@@ -371,10 +371,10 @@ fn l3(
     names: [&str; 4],
     (eps, cidrs, sets, entities): L3Lists<'_>,
 ) -> Result<(), PolicyError> {
+    // toCIDR and toCIDRSet are one kind of peer (addresses); Cilium takes them together.
     let kinds = [
         eps.is_some(),
-        cidrs.is_some(),
-        sets.is_some(),
+        cidrs.is_some() || sets.is_some(),
         entities.is_some(),
     ];
     if kinds.iter().filter(|k| **k).count() > 1 {
@@ -491,7 +491,7 @@ fn rule(
             port(p, &format!("{field}.ports[{j}]"), &mut ports)?;
         }
     }
-    if !any_l3 && to_ports.is_none() {
+    if !any_l3 && to_ports.is_none_or(<[PortRule]>::is_empty) {
         peers.push(Peer::Entity(CiliumEntity::None));
     } else if any_l3 && peers.is_empty() {
         // Present but empty lists select nothing.

@@ -395,6 +395,10 @@ fn cilium_policies_it_cannot_decide_are_refused_with_their_field() {
             "  endpointSelector: {}\n  egress:\n  - toFQDNs: [{matchName: 'bad name'}]\n",
             "spec.egress[0].toFQDNs[0]",
         ),
+        (
+            "  endpointSelector: {}\n  egress:\n  - toEndpoints: [{}]\n    toCIDR: [203.0.113.0/24]\n",
+            "spec.egress[0]: one rule may name one kind of peer",
+        ),
         ("  endpointSelector: {}\n", "spec: a rule needs"),
         (
             "  endpointSelector: {}\n  egress:\n  - toEndpoints: [{}]\n    typo: 1\n",
@@ -413,7 +417,7 @@ fn cilium_policies_it_cannot_decide_are_refused_with_their_field() {
 #[test]
 fn cilium_endpoint_namespaces_entities_and_cidrs_mean_what_cilium_says() {
     let text = format!(
-        "{MANIFESTS}---\napiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: p, namespace: shop}}\nspec:\n  endpointSelector: {{matchLabels: {{app: web}}}}\n  egress:\n  - toEndpoints: [{{}}]\n  - toEndpoints: [{{matchLabels: {{'k8s:io.kubernetes.pod.namespace': kube-system}}}}]\n    toPorts: [{{ports: [{{port: '53', protocol: ANY}}]}}]\n  - toCIDR: [10.1.0.0/16, 203.0.113.0/24]\n    toPorts: [{{ports: [{{port: '443'}}]}}]\n  - toEntities: [host]\n"
+        "{MANIFESTS}---\napiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: p, namespace: shop}}\nspec:\n  endpointSelector: {{matchLabels: {{app: web}}}}\n  egress:\n  - toEndpoints: [{{}}]\n  - toEndpoints: [{{matchLabels: {{'k8s:io.kubernetes.pod.namespace': kube-system}}}}]\n    toPorts: [{{ports: [{{port: '53', protocol: ANY}}]}}]\n  - toCIDR: [10.1.0.0/16, 203.0.113.0/24]\n    toCIDRSet: [{{cidr: 198.51.100.0/24, except: [198.51.100.7/32]}}]\n    toPorts: [{{ports: [{{port: '443'}}]}}]\n  - toEntities: [host]\n"
     );
     let mut m = Manifests::new();
     m.add_text(Path::new("cnp.yaml"), &text).unwrap();
@@ -433,7 +437,10 @@ fn cilium_endpoint_namespaces_entities_and_cidrs_mean_what_cilium_says() {
     // A CIDR never matches pods, even inside it; outside the cluster it does.
     assert_eq!(decide("203.0.113.7", Protocol::Tcp, 443), "allow");
     assert_eq!(decide("203.0.113.7", Protocol::Udp, 443), "allow");
+    // toCIDRSet beside toCIDR in one rule: its except holds.
+    assert_eq!(decide("198.51.100.8", Protocol::Tcp, 443), "allow");
     assert_eq!(decide("198.51.100.7", Protocol::Tcp, 443), "deny");
+    assert_eq!(decide("192.0.2.7", Protocol::Tcp, 443), "deny");
     // host: the node the pod runs on.
     assert_eq!(decide("192.168.0.1", Protocol::Tcp, 10250), "allow");
 }
