@@ -4,11 +4,9 @@
 
 use std::path::Path;
 
-use super::*;
+use super::{tests::learn_records, *};
 use crate::{
     flow::{Endpoint, FlowRecord, Protocol},
-    graph::FlowGraph,
-    identity::{IdentityOptions, WorkloadSelectors},
     inventory::{Inventory, Manifests},
     policy::{Connection, Evaluator},
 };
@@ -84,23 +82,6 @@ fn observed() -> Vec<FlowRecord> {
         v.push(record("10.1.0.5", &ip, Protocol::Tcp, 443, &[&name]));
     }
     v
-}
-
-fn learn_records(inv: &Inventory, records: &[FlowRecord], opts: &SynthOptions) -> Learned {
-    let ids = Identities::new(inv, IdentityOptions::default());
-    let mut g = FlowGraph::new();
-    for r in records {
-        for o in ids.classify(r).unwrap() {
-            g.observe(&o);
-        }
-    }
-    let sel = WorkloadSelectors::new(&ids);
-    let ctx = Context {
-        identities: &ids,
-        selectors: &sel,
-        cluster_cidrs: ids.cluster_cidrs(),
-    };
-    learn(&ctx, &g, opts)
 }
 
 fn cilium() -> SynthOptions {

@@ -41,11 +41,25 @@ fn learn_from(
     flows: &[(&str, &str, Protocol, u16)],
     opts: &SynthOptions,
 ) -> Learned {
+    let records: Vec<FlowRecord> = flows
+        .iter()
+        .map(|(s, d, p, port)| {
+            FlowRecord::new(*p, s.parse().unwrap(), d.parse().unwrap(), Some(*port))
+        })
+        .collect();
+    learn_records(inv, &records, opts)
+}
+
+/// Learns from flow records, as `learn` does (shared with the Cilium-format tests).
+pub(super) fn learn_records(
+    inv: &Inventory,
+    records: &[FlowRecord],
+    opts: &SynthOptions,
+) -> Learned {
     let ids = Identities::new(inv, IdentityOptions::default());
     let mut g = FlowGraph::new();
-    for (s, d, p, port) in flows {
-        let r = FlowRecord::new(*p, s.parse().unwrap(), d.parse().unwrap(), Some(*port));
-        for o in ids.classify(&r).unwrap() {
+    for r in records {
+        for o in ids.classify(r).unwrap() {
             g.observe(&o);
         }
     }
