@@ -125,15 +125,20 @@ fn external_block(ip: std::net::IpAddr, ctx: &Context<'_>, opts: &SynthOptions) 
     RenderPeer::Block { cidr: net, except }
 }
 
+/// The cluster DNS pods' labels as a selector.
+fn dns_selector(opts: &SynthOptions) -> Selector {
+    Selector::from_labels(
+        opts.dns_labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+}
+
 /// The cluster DNS as a peer of a policy in `subject_ns`.
 pub(super) fn dns_peer(subject_ns: &str, opts: &SynthOptions) -> RenderPeer {
     RenderPeer::Pods {
         namespace: (subject_ns != opts.dns_namespace).then(|| opts.dns_namespace.clone()),
-        selector: Selector::from_labels(
-            opts.dns_labels
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        ),
+        selector: dns_selector(opts),
     }
 }
 
@@ -159,11 +164,7 @@ pub(super) fn plan(ctx: &Context<'_>, graph: &FlowGraph, opts: &SynthOptions) ->
     // let in the lookups learned as "to the cluster DNS".
     let dns_workloads: Vec<WorkloadRef> = {
         let inv = ctx.identities.inventory();
-        let sel = Selector::from_labels(
-            opts.dns_labels
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        );
+        let sel = dns_selector(opts);
         let mut v: Vec<WorkloadRef> = inv
             .namespace_id(&opts.dns_namespace)
             .map(|ns| inv.pods_in(ns).to_vec())
