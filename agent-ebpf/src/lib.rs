@@ -67,7 +67,8 @@ pub mod direction {
 
 /// Indices of the per-CPU `COUNTERS` array.
 pub mod counter {
-    /// Packets the programs ran on.
+    /// Packets the programs ran on; counted only with `--flow-stats` (`FLOW_STATS`), which
+    /// takes the fast path's one remaining map operation.
     pub const PACKETS: u32 = 0;
     /// Connection-start events written to the ring buffer.
     pub const EVENTS: u32 = 1;
@@ -79,7 +80,8 @@ pub mod counter {
     pub const NON_IP: u32 = 4;
     /// Non-first IP fragments, which carry no transport header.
     pub const FRAGMENTS: u32 = 5;
-    /// TCP packets of a connection whose SYN was never seen (it predates the agent).
+    /// TCP packets with FIN, RST or SYN-ACK (every TCP packet with `--flow-stats`) of a
+    /// connection the programs do not know: it predates the agent, or its entry was evicted.
     pub const TCP_MIDSTREAM: u32 = 6;
     /// ICMP errors, neighbour discovery and other control messages, which are not connections.
     pub const ICMP_CONTROL: u32 = 7;
@@ -92,6 +94,11 @@ pub mod counter {
     /// Number of counters.
     pub const COUNT: u32 = 11;
 }
+
+/// Slots of the `SYN_SEEN` array: an interface counts in slot `ifindex % SYN_SEEN_SLOTS`.
+/// Two interfaces alive at once share a slot only when their indices differ by a multiple of
+/// it.
+pub const SYN_SEEN_SLOTS: u32 = 65_536;
 
 /// Octets of a DNS response the programs copy to userspace: the classic UDP maximum. A longer
 /// response is cut there; userspace keeps the answer records read before the cut.
@@ -119,7 +126,10 @@ pub struct FlowStats {
     /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE, a tick's resolution) of the packet
     /// that started the connection, and of the latest one.
     pub first_seen_ns: u64,
+    /// The latest packet that took the slow path: every packet but a TCP one without SYN, FIN
+    /// or RST (every packet with `--flow-stats`).
     pub last_seen_ns: u64,
+    /// Packets and octets both ways, with `--flow-stats` only (0 otherwise).
     pub packets: u64,
     pub bytes: u64,
     /// 1 when endpoint `a` of the key initiated the connection.
@@ -143,7 +153,7 @@ pub struct FlowStats {
 pub struct FlowEvent {
     pub src: [u32; 4],
     pub dst: [u32; 4],
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the packet.
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC, a tick's resolution) of the packet.
     pub timestamp_ns: u64,
     pub ifindex: u32,
     pub src_port: u16,
@@ -172,7 +182,7 @@ pub struct DnsEvent {
     pub client: [u32; 4],
     /// The DNS server (the packet's source).
     pub server: [u32; 4],
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the packet.
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC, a tick's resolution) of the packet.
     pub timestamp_ns: u64,
     pub ifindex: u32,
     /// Octets of payload in the packet.
@@ -199,6 +209,10 @@ pub mod names {
     pub const MAP_COUNTERS: &str = "COUNTERS";
     pub const MAP_SYN_SEEN: &str = "SYN_SEEN";
     pub const GLOBAL_IDLE_TIMEOUT_NS: &str = "IDLE_TIMEOUT_NS";
+    /// A `u8`: 1 for per-connection packet and byte counters (`--flow-stats`).
+    pub const GLOBAL_FLOW_STATS: &str = "FLOW_STATS";
+    /// The writable global section, which holds only `START_LOST` (a `u32`).
+    pub const MAP_BSS: &str = ".bss";
 }
 
 #[cfg(feature = "user")]

@@ -1,12 +1,12 @@
 use agent_ebpf::{
-    DNS_CAPTURE, DnsEvent, FlowEvent, FlowKey, FlowStats, counter, direction, event_kind, family,
-    origin, outcome, proto,
+    DNS_CAPTURE, DnsEvent, FlowEvent, FlowKey, FlowStats, SYN_SEEN_SLOTS, counter, direction,
+    event_kind, family, origin, outcome, proto,
 };
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_skb_load_bytes},
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_skb_load_bytes},
     macros::{classifier, map},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::TcContext,
 };
 
@@ -15,8 +15,50 @@ use aya_ebpf::{
 #[unsafe(no_mangle)]
 static IDLE_TIMEOUT_NS: u64 = 60_000_000_000;
 
+/// 1 to keep per-connection packet and byte counters in `FLOWS` and to count every packet
+/// (`--flow-stats`). Set by userspace at load time; read-only, so that the verifier removes the
+/// counting code when it is 0.
+#[unsafe(no_mangle)]
+static FLOW_STATS: u8 = 0;
+
+/// 1 while a connection start lost to a full ring buffer may wait in `FLOWS` to be reported:
+/// TCP packets without SYN, FIN or RST then take the slow path, so that the connection's next
+/// packet reports it. Set here; cleared by userspace once no entry waits. A global variable:
+/// reading it is one load, not a map lookup.
+#[unsafe(no_mangle)]
+static mut START_LOST: u32 = 0;
+
 #[map]
 static FLOWS: LruHashMap<FlowKey, FlowStats> = LruHashMap::with_max_entries(131_072, 0);
+
+/// The flow cache: for each slot (picked by a hash of the key), the last connection of another
+/// protocol than TCP whose entry in `FLOWS` was settled and refreshed, and the jiffies of that
+/// refresh. A packet of that connection within [`CACHE_FRESH_JIFFIES`] changes nothing `FLOWS`
+/// would keep (its `last_seen_ns` is at most that old), so it is done after one array index
+/// and a compare: no hash map lookup, no clock read. Shared by all CPUs; written only when a
+/// packet takes the slow path.
+#[map]
+static FLOW_CACHE: Array<CacheSlot> = Array::with_max_entries(CACHE_SLOTS, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CacheSlot {
+    key: FlowKey,
+    /// `bpf_jiffies64` when the connection's `FLOWS` entry was last refreshed.
+    refreshed: u64,
+    /// Which packets the slot serves: bit 0 those sent by endpoint `a` of the key, bit 1 those
+    /// sent by `b`. Both once the connection is settled; while it waits for its answer, only
+    /// the initiator's (the responder's first packet must reach `FLOWS`).
+    senders: u64,
+}
+
+/// Slots of [`FLOW_CACHE`]: a power of two.
+const CACHE_SLOTS: u32 = 8_192;
+/// How long a cached connection skips `FLOWS`: 100 jiffies, at most a second (HZ is at least
+/// 100). Idle timeouts are therefore measured to within a second.
+const CACHE_FRESH_JIFFIES: u64 = 100;
+/// The shortest idle timeout the cache is used with: below it, a second of lag matters.
+const CACHE_MIN_IDLE_NS: u64 = 2_000_000_000;
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
@@ -29,11 +71,12 @@ static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
-/// Per interface, TCP packets with SYN set (SYN and SYN-ACK) by direction: `[from the pod, to
-/// the pod]`. Userspace warns about an interface that only ever sees one of the two. Written
-/// on SYN packets only, never on the common packet.
+/// Per interface (the slot of its index, see [`SYN_SEEN_SLOTS`]), TCP packets with SYN set (SYN
+/// and SYN-ACK) by direction: `[from the pod, to the pod]`. Userspace warns about an interface
+/// that only ever sees one of the two. Written on SYN packets only, never on the common
+/// packet. An array, so that counting is an index, not a hash lookup.
 #[map]
-static SYN_SEEN: HashMap<u32, [u64; 2]> = HashMap::with_max_entries(16_384, 0);
+static SYN_SEEN: Array<[u32; 2]> = Array::with_max_entries(SYN_SEEN_SLOTS, 0);
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -97,9 +140,13 @@ struct Packet {
     udp_payload_len: usize,
 }
 
+/// What every program here does with a packet: reads it, never changes it. The benchmark
+/// object calls it too (agent-ebpf/src/bench.rs).
 #[inline(always)]
-fn observe<const L2: usize>(ctx: &TcContext, dir: u8) {
-    bump(counter::PACKETS);
+pub(crate) fn observe<const L2: usize>(ctx: &TcContext, dir: u8) {
+    if flow_stats() {
+        bump(counter::PACKETS);
+    }
     match parse::<L2>(ctx) {
         Ok(pkt) => {
             if dir == direction::TO_POD && pkt.src_port == 53 && !pkt.refuses {
@@ -136,7 +183,7 @@ fn copy_dns(ctx: &TcContext, pkt: &Packet) {
     let copied = unsafe {
         (*ev).client = pkt.dst;
         (*ev).server = pkt.src;
-        (*ev).timestamp_ns = bpf_ktime_get_ns();
+        (*ev).timestamp_ns = bpf_ktime_get_coarse_ns();
         (*ev).ifindex = (*ctx.skb.skb).ifindex;
         (*ev).len = len.min(usize::from(u16::MAX)) as u16;
         (*ev).captured = n as u16;
@@ -161,6 +208,24 @@ fn copy_dns(ctx: &TcContext, pkt: &Packet) {
 }
 
 #[inline(always)]
+fn flow_stats() -> bool {
+    // SAFETY: the global is written only by the loader, before the program runs.
+    unsafe { core::ptr::read_volatile(&FLOW_STATS) != 0 }
+}
+
+#[inline(always)]
+fn start_lost() -> bool {
+    // SAFETY: a u32 global; a stale read only sends a packet down the slow path, or not.
+    unsafe { core::ptr::read_volatile(&raw const START_LOST) != 0 }
+}
+
+#[inline(always)]
+fn mark_start_lost() {
+    // SAFETY: as above; every writer here writes the same value.
+    unsafe { core::ptr::write_volatile(&raw mut START_LOST, 1) }
+}
+
+#[inline(always)]
 fn bump(index: u32) {
     if let Some(p) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, valid for the life of the program run.
@@ -175,9 +240,11 @@ fn read<T: Copy>(ctx: &TcContext, off: usize) -> Result<T, Skip> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + off + core::mem::size_of::<T>() <= end {
-        // SAFETY: the bounds check above keeps the read inside the packet; read_unaligned copes
-        // with any alignment.
-        return Ok(unsafe { ((start + off) as *const T).read_unaligned() });
+        // SAFETY: the bounds check above keeps the read inside the packet. A plain load, not
+        // `read_unaligned`, which the BPF backend splits into single-byte loads: the verifier
+        // assumes the IP header 4-aligned (NET_IP_ALIGN) and, where the CPU has no efficient
+        // unaligned access, rejects a misaligned packet load at load time, never at run time.
+        return Ok(unsafe { ((start + off) as *const T).read() });
     }
     ctx.load(off).map_err(|_| counter::MALFORMED)
 }
@@ -485,20 +552,21 @@ fn responder_outcome(pkt: &Packet) -> u8 {
 fn count_syn(ctx: &TcContext, dir: u8) {
     // SAFETY: the context's skb pointer is valid for the whole program run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    let d = (dir & 1) as usize;
-    if let Some(seen) = SYN_SEEN.get_ptr_mut(ifindex) {
+    if let Some(seen) = SYN_SEEN.get_ptr_mut(ifindex % SYN_SEEN_SLOTS) {
         // SAFETY: the pointer came from the map and stays valid during this run.
-        unsafe { (*seen)[d] += 1 };
-    } else {
-        let mut seen = [0u64; 2];
-        seen[d] = 1;
-        let _ = SYN_SEEN.insert(ifindex, seen, BPF_NOEXIST);
+        unsafe { (*seen)[(dir & 1) as usize] += 1 };
     }
 }
 
 #[inline(always)]
 fn track(ctx: &TcContext, pkt: &Packet, dir: u8) {
-    if pkt.proto == proto::TCP && pkt.tcp_flags & TCP_SYN != 0 {
+    let tcp = pkt.proto == proto::TCP;
+    // The fast path: a TCP packet without SYN, FIN or RST changes nothing the programs keep,
+    // unless counters are on or a lost start waits for its connection's next packet.
+    if tcp && pkt.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) == 0 && !flow_stats() && !start_lost() {
+        return;
+    }
+    if tcp && pkt.tcp_flags & TCP_SYN != 0 {
         count_syn(ctx, dir);
     }
     let a_is_src = endpoint_le(&pkt.src, pkt.src_port, &pkt.dst, pkt.dst_port);
@@ -523,13 +591,29 @@ fn track(ctx: &TcContext, pkt: &Packet, dir: u8) {
             _pad: [0; 2],
         }
     };
-    // The coarse clock (a tick, a few ms) is plenty for idle timeouts and costs a fraction of the
-    // precise one; events carry the precise time.
+    // SAFETY: the global is written only by the loader, before the program runs.
+    let idle = unsafe { core::ptr::read_volatile(&IDLE_TIMEOUT_NS) };
+    // The flow cache, for the common packet of other protocols than TCP.
+    let cached = !tcp && !pkt.refuses && idle >= CACHE_MIN_IDLE_NS && !flow_stats();
+    let slot = cache_index(&key);
+    // SAFETY: the helper has no preconditions.
+    let jiffies = unsafe { bpf_jiffies64() };
+    if cached && let Some(s) = FLOW_CACHE.get_ptr(slot) {
+        // SAFETY: the pointer came from the map and stays valid during this run.
+        let s = unsafe { &*s };
+        let sender = if a_is_src { 1 } else { 2 };
+        if jiffies.wrapping_sub(s.refreshed) < CACHE_FRESH_JIFFIES
+            && s.senders & sender != 0
+            && same_key(&s.key, &key)
+        {
+            return;
+        }
+    }
+    // The coarse clock (a tick, a few ms) is plenty for idle timeouts and event times, and
+    // costs a fraction of the precise one.
     // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let len = ctx.len() as u64;
-    // SAFETY: the global is written only by the loader, before the program runs.
-    let idle = unsafe { core::ptr::read_volatile(&IDLE_TIMEOUT_NS) };
 
     if pkt.refuses {
         // The quoted packet came from the flow's initiator; the error answers it.
@@ -537,10 +621,21 @@ fn track(ctx: &TcContext, pkt: &Packet, dir: u8) {
             // SAFETY: the pointer came from the map and stays valid during this run.
             let stats = unsafe { &mut *stats };
             if stats.outcome == outcome::PENDING && (stats.initiator_is_a != 0) == a_is_src {
-                settle(ctx, &key, stats, dir, outcome::REFUSED);
+                settle(ctx, &key, stats, dir, outcome::REFUSED, now);
             }
         }
         return;
+    }
+
+    // A SYN is almost always a new connection: insert first, and look up only when the
+    // 5-tuple is known (a retransmitted SYN, or a port used again).
+    let syn = pkt.starts == Some(origin::TCP_SYN);
+    if syn {
+        let stats = new_stats(now, len, a_is_src, origin::TCP_SYN);
+        if FLOWS.insert(key, stats, BPF_NOEXIST).is_ok() {
+            start(ctx, pkt, &key, dir, origin::TCP_SYN, true, now);
+            return;
+        }
     }
 
     if let Some(stats) = FLOWS.get_ptr_mut(key) {
@@ -550,22 +645,28 @@ fn track(ctx: &TcContext, pkt: &Packet, dir: u8) {
             Some(origin::TCP_SYN) => {
                 stats.closing != 0 || now.saturating_sub(stats.last_seen_ns) >= idle
             }
-            Some(_) if pkt.proto != proto::TCP => now.saturating_sub(stats.last_seen_ns) >= idle,
+            Some(_) if !tcp => now.saturating_sub(stats.last_seen_ns) >= idle,
             _ => false,
         };
         if !restart {
-            // Not atomic: the BPF target has no fetch-add in core. Two CPUs updating one
-            // connection at the same instant may lose an increment; the counts are evidence, not
-            // accounting, and connection starts never depend on them.
-            stats.packets = stats.packets.wrapping_add(1);
-            stats.bytes = stats.bytes.wrapping_add(len);
-            stats.last_seen_ns = now;
+            if flow_stats() {
+                // Not atomic: the BPF target has no fetch-add in core. Two CPUs updating one
+                // connection at the same instant may lose an increment; the counts are
+                // evidence, not accounting, and connection starts never depend on them.
+                stats.packets = stats.packets.wrapping_add(1);
+                stats.bytes = stats.bytes.wrapping_add(len);
+            }
+            // Written only when it changes (once a tick at most), to keep the entry's cache
+            // line clean on most packets.
+            if stats.last_seen_ns != now {
+                stats.last_seen_ns = now;
+            }
             if pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
                 stats.closing = 1;
             }
             let from_initiator = (stats.initiator_is_a != 0) == a_is_src;
             if stats.outcome == outcome::PENDING && !from_initiator {
-                settle(ctx, &key, stats, dir, responder_outcome(pkt));
+                settle(ctx, &key, stats, dir, responder_outcome(pkt), now);
             } else if stats.unreported != 0 {
                 // The start was lost to a full ring buffer: this packet reports it, with the
                 // outcome known so far, in the initiator's direction.
@@ -577,26 +678,43 @@ fn track(ctx: &TcContext, pkt: &Packet, dir: u8) {
                     start_dir,
                     event_kind::START,
                     stats.outcome,
+                    now,
                 ) {
                     stats.unreported = 0;
                 }
+            }
+            if cached {
+                // Reported, and settled or waiting for the responder: the next packets that
+                // cannot change the entry need nothing from `FLOWS` for a while.
+                let initiator = if stats.initiator_is_a != 0 { 1 } else { 2 };
+                let senders = match (stats.unreported, stats.outcome) {
+                    (0, outcome::PENDING) => initiator,
+                    (0, _) => 3,
+                    _ => 0,
+                };
+                cache_set(slot, &key, jiffies, senders);
             }
             return;
         }
         let Some(how) = pkt.starts else { return };
         *stats = new_stats(now, len, a_is_src, how);
-        if !emit(ctx, pkt, dir, how, true) {
+        if !emit(ctx, pkt, dir, how, true, now) {
             stats.unreported = 1;
+            mark_start_lost();
         }
         return;
     }
 
     let Some(how) = pkt.starts else {
-        if pkt.proto == proto::TCP {
+        if tcp {
             bump(counter::TCP_MIDSTREAM);
         }
         return;
     };
+    if syn {
+        // The insert above failed and the entry is gone again: evicted in between.
+        return;
+    }
     // A reply seen first names its destination as the initiator.
     let reply_first = how == origin::FIRST_SEEN && pkt.icmp_is_echo_reply();
     let initiator_is_a = a_is_src != reply_first;
@@ -607,12 +725,74 @@ fn track(ctx: &TcContext, pkt: &Packet, dir: u8) {
     }
     // NOEXIST: when the same packet races on two CPUs (or the two veths of one bridge), only the
     // first insert reports the connection.
-    if FLOWS.insert(key, stats, BPF_NOEXIST).is_ok() && !emit(ctx, pkt, dir, how, !reply_first) {
-        // Rare (a full ring buffer): mark the entry, so that its next packet reports it.
+    if FLOWS.insert(key, stats, BPF_NOEXIST).is_ok() {
+        start(ctx, pkt, &key, dir, how, !reply_first, now);
+    }
+}
+
+/// A key's five 64-bit words.
+#[inline(always)]
+fn words(key: &FlowKey) -> [u64; 5] {
+    // SAFETY: FlowKey is 40 bytes of integers, with explicit padding: five u64 words.
+    unsafe { core::mem::transmute_copy(key) }
+}
+
+#[inline(always)]
+fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
+    let (a, b) = (words(a), words(b));
+    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) == 0
+}
+
+/// The flow cache slot of `key`: a multiplicative hash of its words.
+#[inline(always)]
+fn cache_index(key: &FlowKey) -> u32 {
+    let w = words(key);
+    let h = (w[0] ^ w[1].rotate_left(13) ^ w[2].rotate_left(29) ^ w[3].rotate_left(43) ^ w[4])
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h >> 32) as u32 & (CACHE_SLOTS - 1)
+}
+
+/// Caches `key` as refreshed at `jiffies` for the packets of `senders`; no senders takes the
+/// slot's connection out of the cache.
+/// Stores are not atomic: two CPUs filling one slot at once may leave a key that matches
+/// nothing, and a fill racing with a removal may keep a connection that just restarted
+/// cached: its packets then skip `FLOWS` for at most [`CACHE_FRESH_JIFFIES`].
+#[inline(always)]
+fn cache_set(slot: u32, key: &FlowKey, jiffies: u64, senders: u64) {
+    if let Some(s) = FLOW_CACHE.get_ptr_mut(slot) {
+        // SAFETY: the pointer came from the map and stays valid during this run.
+        unsafe {
+            if senders == 0 {
+                if same_key(&(*s).key, key) {
+                    (*s).senders = 0;
+                }
+            } else {
+                (*s).key = *key;
+                (*s).refreshed = jiffies;
+                (*s).senders = senders;
+            }
+        }
+    }
+}
+
+/// Reports the start of the connection just inserted under `key`. When the ring buffer is
+/// full, marks its entry, so that its next packet reports it.
+#[inline(always)]
+fn start(
+    ctx: &TcContext,
+    pkt: &Packet,
+    key: &FlowKey,
+    dir: u8,
+    how: u8,
+    sender_initiated: bool,
+    now: u64,
+) {
+    if !emit(ctx, pkt, dir, how, sender_initiated, now) {
         if let Some(stats) = FLOWS.get_ptr_mut(key) {
-            // SAFETY: as above.
+            // SAFETY: the pointer came from the map and stays valid during this run.
             unsafe { (*stats).unreported = 1 };
         }
+        mark_start_lost();
     }
 }
 
@@ -621,13 +801,13 @@ fn track(ctx: &TcContext, pkt: &Packet, dir: u8) {
 /// responder's next packet tries again. A start that was never reported goes out now, carrying
 /// its outcome; if that fails too, the outcome is kept and a later packet reports both.
 #[inline(always)]
-fn settle(ctx: &TcContext, key: &FlowKey, stats: &mut FlowStats, dir: u8, how: u8) {
+fn settle(ctx: &TcContext, key: &FlowKey, stats: &mut FlowStats, dir: u8, how: u8, now: u64) {
     if stats.unreported != 0 {
         stats.outcome = how;
-        if report(ctx, key, stats, dir ^ 1, event_kind::START, how) {
+        if report(ctx, key, stats, dir ^ 1, event_kind::START, how, now) {
             stats.unreported = 0;
         }
-    } else if report(ctx, key, stats, dir, event_kind::OUTCOME, how) {
+    } else if report(ctx, key, stats, dir, event_kind::OUTCOME, how, now) {
         stats.outcome = how;
     }
 }
@@ -635,7 +815,15 @@ fn settle(ctx: &TcContext, key: &FlowKey, stats: &mut FlowStats, dir: u8, how: u
 /// Writes an event about the connection of `key`, oriented from its initiator. True when it
 /// was written.
 #[inline(always)]
-fn report(ctx: &TcContext, key: &FlowKey, stats: &FlowStats, dir: u8, kind: u8, how: u8) -> bool {
+fn report(
+    ctx: &TcContext,
+    key: &FlowKey,
+    stats: &FlowStats,
+    dir: u8,
+    kind: u8,
+    how: u8,
+    now: u64,
+) -> bool {
     let (src, dst, src_port, dst_port) = if stats.initiator_is_a != 0 {
         (key.addr_a, key.addr_b, key.port_a, key.port_b)
     } else {
@@ -648,8 +836,7 @@ fn report(ctx: &TcContext, key: &FlowKey, stats: &FlowStats, dir: u8, kind: u8, 
         timestamp_ns: if kind == event_kind::START {
             stats.first_seen_ns
         } else {
-            // SAFETY: the helper has no preconditions.
-            unsafe { bpf_ktime_get_ns() }
+            now
         },
         // SAFETY: the context's skb pointer is valid for the whole program run.
         ifindex: unsafe { (*ctx.skb.skb).ifindex },
@@ -664,7 +851,12 @@ fn report(ctx: &TcContext, key: &FlowKey, stats: &FlowStats, dir: u8, kind: u8, 
         kind,
         outcome: how,
     };
-    if EVENTS.output::<FlowEvent>(&ev, 0).is_ok() {
+    output(&ev)
+}
+
+#[inline(always)]
+fn output(ev: &FlowEvent) -> bool {
+    if EVENTS.output::<FlowEvent>(ev, 0).is_ok() {
         bump(counter::EVENTS);
         true
     } else {
@@ -683,11 +875,12 @@ impl Packet {
 
 #[inline(always)]
 fn new_stats(now: u64, len: u64, initiator_is_a: bool, how: u8) -> FlowStats {
+    let counted = flow_stats();
     FlowStats {
         first_seen_ns: now,
         last_seen_ns: now,
-        packets: 1,
-        bytes: len,
+        packets: counted as u64,
+        bytes: if counted { len } else { 0 },
         initiator_is_a: initiator_is_a as u8,
         origin: how,
         closing: 0,
@@ -699,7 +892,7 @@ fn new_stats(now: u64, len: u64, initiator_is_a: bool, how: u8) -> FlowStats {
 
 /// Reports a connection start; true when the event was written.
 #[inline(always)]
-fn emit(ctx: &TcContext, pkt: &Packet, dir: u8, how: u8, sender_initiated: bool) -> bool {
+fn emit(ctx: &TcContext, pkt: &Packet, dir: u8, how: u8, sender_initiated: bool, now: u64) -> bool {
     let (src, dst, src_port, dst_port) = if sender_initiated {
         (pkt.src, pkt.dst, pkt.src_port, pkt.dst_port)
     } else {
@@ -708,8 +901,7 @@ fn emit(ctx: &TcContext, pkt: &Packet, dir: u8, how: u8, sender_initiated: bool)
     let ev = FlowEvent {
         src,
         dst,
-        // SAFETY: the helper has no preconditions.
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        timestamp_ns: now,
         // SAFETY: the context's skb pointer is valid for the whole program run.
         ifindex: unsafe { (*ctx.skb.skb).ifindex },
         src_port,
@@ -727,13 +919,7 @@ fn emit(ctx: &TcContext, pkt: &Packet, dir: u8, how: u8, sender_initiated: bool)
             outcome::ANSWERED
         },
     };
-    if EVENTS.output::<FlowEvent>(&ev, 0).is_ok() {
-        bump(counter::EVENTS);
-        true
-    } else {
-        bump(counter::EVENTS_DROPPED);
-        false
-    }
+    output(&ev)
 }
 
 /// Orders two endpoints so that both directions of a connection give the same key.
@@ -745,10 +931,4 @@ fn endpoint_le(a: &[u32; 4], pa: u16, b: &[u32; 4], pb: u16) -> bool {
         }
     }
     pa <= pb
-}
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
 }

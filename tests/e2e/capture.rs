@@ -26,6 +26,15 @@ use crate::{
 
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// One byte from the client, one back from the server.
+fn round_trip(client: &mut TcpStream, server: &mut TcpStream) {
+    let mut b = [0u8; 1];
+    client.write_all(b"x").expect("write");
+    server.read_exact(&mut b).expect("read");
+    server.write_all(b"y").expect("write back");
+    client.read_exact(&mut b).expect("read back");
+}
+
 fn outcomes(records: &[serde_json::Value]) -> Vec<String> {
     records
         .iter()
@@ -220,11 +229,7 @@ fn capture_reports_each_connection_a_full_ring_buffer_lost_by_its_next_packet() 
     for (stream, accepted) in &mut pairs {
         stream.set_read_timeout(Some(IO_TIMEOUT)).ok();
         accepted.set_read_timeout(Some(IO_TIMEOUT)).ok();
-        let mut b = [0u8; 1];
-        stream.write_all(b"x").expect("write");
-        accepted.read_exact(&mut b).expect("read");
-        accepted.write_all(b"y").expect("write back");
-        stream.read_exact(&mut b).expect("read back");
+        round_trip(stream, accepted);
     }
     std::thread::sleep(Duration::from_millis(300));
     let records = agent.stop();
@@ -318,7 +323,9 @@ fn capture_keeps_a_udp_conversation_oriented_after_its_entry_is_evicted() {
             }
         });
     }
-    std::thread::sleep(Duration::from_millis(100));
+    // Past the flow cache's freshness (100 jiffies, at most a second): until then the
+    // conversation's packets skip the flow table, evicted entry or not.
+    std::thread::sleep(Duration::from_millis(1_100));
     // The server speaks first now, as a DNS server sending a late second answer would.
     srv.send_to(b"a2", client_addr).expect("late answer");
     cli.recv_from(&mut buf)
@@ -450,4 +457,62 @@ fn capture_warns_about_an_interface_it_sees_one_way() {
         warned[0]
     );
     assert_eq!(agent.final_counter("one_direction"), 1, "{log}");
+}
+
+#[test]
+fn capture_counts_packets_only_with_flow_stats() {
+    require_root();
+    let cluster = Cluster::start(&ClusterSpec::client_and_server());
+    let (client, server) = (cluster.pod("client"), cluster.pod("server"));
+    let pattern = cluster.pod_interface_pattern();
+    let addr = SocketAddr::new(IpAddr::V4(server.ipv4), 7001);
+    let listener = in_netns(&server.netns, move || {
+        TcpListener::bind(addr).expect("bind")
+    });
+    const ROUND_TRIPS: u64 = 50;
+    for flow_stats in [false, true] {
+        let mut args = vec!["observe", "--interface", &pattern, "--no-pre-existing"];
+        if flow_stats {
+            args.push("--flow-stats");
+        }
+        let mut agent = Agent::start("flow-stats", &args);
+        let mut stream = in_netns(&client.netns, move || {
+            TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect")
+        });
+        let (mut accepted, _) = listener.accept().expect("accept");
+        for s in [&stream, &accepted] {
+            s.set_read_timeout(Some(IO_TIMEOUT)).ok();
+        }
+        for _ in 0..ROUND_TRIPS {
+            round_trip(&mut stream, &mut accepted);
+        }
+        let local = stream.local_addr().expect("local addr");
+        drop((stream, accepted));
+        std::thread::sleep(Duration::from_millis(200));
+        let records = agent.stop();
+        // The same single connection either way: counting changes no record.
+        assert_exact(
+            &records,
+            vec![expect(
+                "TCP",
+                IpAddr::V4(client.ipv4),
+                Some(local.port()),
+                IpAddr::V4(server.ipv4),
+                Some(7001),
+                &client.host_if,
+                "syn",
+            )],
+        );
+        assert_eq!(outcomes(&records), vec!["answered"], "{records:#?}");
+        let packets = agent.final_counter("packets");
+        if flow_stats {
+            // Each data packet passes two of our hooks: the sender's veth, the receiver's.
+            assert!(
+                packets >= 4 * ROUND_TRIPS,
+                "only {packets} packets counted with --flow-stats"
+            );
+        } else {
+            assert_eq!(packets, 0, "packets counted without --flow-stats");
+        }
+    }
 }

@@ -1163,6 +1163,16 @@ fn cluster_learned_cilium_policies_pass_ciliums_own_crd_schema() {
         "crd/ciliumnetworkpolicies.cilium.io",
         "--timeout=60s",
     ]);
+    // Established is not yet served: discovery takes a moment more to list the new kind, and
+    // kubectl refuses a kind it cannot find there.
+    let served = Instant::now();
+    while !cp.kubectl_ok(&["get", "ciliumnetworkpolicies.cilium.io", "-A"]) {
+        assert!(
+            served.elapsed() < Duration::from_secs(30),
+            "the CiliumNetworkPolicy kind is not served 30 s after its CRD was established"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let work = cp.dir.join("cilium");
     std::fs::create_dir_all(&work).expect("dir");
     std::fs::write(work.join("cluster.yaml"), CILIUM_FIXTURE).expect("manifests");

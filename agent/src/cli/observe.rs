@@ -67,6 +67,11 @@ pub struct CaptureArgs {
     /// loss is counted (`events_dropped`).
     #[arg(long, value_name = "KIB", default_value_t = 4096)]
     pub ring_buffer_kib: u32,
+    /// Keep per-connection packet and byte counters in the in-kernel flow table, and count
+    /// every packet. Off by default: it costs every packet a map lookup, where an established
+    /// TCP packet otherwise costs none (docs/capture.md).
+    #[arg(long)]
+    pub flow_stats: bool,
 }
 
 impl CaptureArgs {
@@ -92,6 +97,7 @@ impl CaptureArgs {
                 .ok_or_else(|| {
                     anyhow::anyhow!("--answer-timeout must be a positive number of seconds")
                 })?,
+            flow_stats: self.flow_stats,
         };
         let mut capture = Capture::start(filter, &config).await?;
         let first = if self.no_pre_existing {

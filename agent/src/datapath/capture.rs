@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{ClockOffset, Config, Counters, Datapath, Report, dns_report, drain, event_to_report};
 use crate::{
@@ -41,7 +41,13 @@ pub struct Capture {
     resolved: NameMap,
     dns: DnsCounters,
     last_prune: Instant,
+    /// When to look next whether lost connection starts still wait in the flow map.
+    next_rearm: Instant,
 }
+
+/// How often the capture looks whether lost connection starts still wait (see
+/// [`Datapath::rearm_lost_starts`]).
+const REARM_EVERY: Duration = Duration::from_secs(1);
 
 /// What became of the DNS responses read from the ring.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -132,6 +138,7 @@ impl Capture {
             resolved: NameMap::default(),
             dns: DnsCounters::default(),
             last_prune: Instant::now(),
+            next_rearm: Instant::now() + REARM_EVERY,
         };
         for link in links {
             if capture.filter.matches(&link) {
@@ -331,6 +338,14 @@ impl Capture {
                     }
                     if !records.is_empty() {
                         return Ok(records);
+                    }
+                }
+                _ = tokio::time::sleep_until(self.next_rearm.into()) => {
+                    self.next_rearm = Instant::now() + REARM_EVERY;
+                    match self.dp.rearm_lost_starts() {
+                        Ok(0) => {}
+                        Ok(waiting) => debug!(waiting, "lost connection starts wait for their next packet"),
+                        Err(err) => warn!(error = %err, "reading the flow map for lost starts"),
                     }
                 }
                 guard = self.dns_ring.readable_mut() => {

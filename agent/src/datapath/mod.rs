@@ -12,10 +12,10 @@ mod event;
 
 use std::{collections::BTreeMap, io};
 
-use agent_ebpf::{counter, names};
+use agent_ebpf::{FlowKey, FlowStats, SYN_SEEN_SLOTS, counter, names};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
         LinkOrder, SchedClassifier, TcAttachType,
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions},
@@ -58,6 +58,8 @@ pub struct Config {
     /// How long a connection start waits for its answer before it is reported unanswered
     /// (one-way for UDP).
     pub answer_timeout: std::time::Duration,
+    /// Per-connection packet and byte counters in the flow map (`--flow-stats`).
+    pub flow_stats: bool,
 }
 
 impl Default for Config {
@@ -68,6 +70,7 @@ impl Default for Config {
             ring_bytes: 4 << 20,
             attach_mode: AttachMode::Auto,
             answer_timeout: std::time::Duration::from_secs(5),
+            flow_stats: false,
         }
     }
 }
@@ -135,7 +138,10 @@ pub struct Datapath {
     mode: AttachMode,
     attached: BTreeMap<u32, Attachment>,
     counters: PerCpuArray<MapData, u64>,
-    syn_seen: HashMap<MapData, u32, [u64; 2]>,
+    syn_seen: Array<MapData, [u32; 2]>,
+    flows: HashMap<MapData, FlowKey, FlowStats>,
+    /// The programs' writable globals: `START_LOST`.
+    bss: Array<MapData, u32>,
 }
 
 /// clsact filter priority: 1, the first to run.
@@ -163,6 +169,7 @@ impl Datapath {
         bump_memlock_rlimit();
         let mut ebpf = EbpfLoader::new()
             .override_global(names::GLOBAL_IDLE_TIMEOUT_NS, &config.idle_timeout_ns, true)
+            .override_global(names::GLOBAL_FLOW_STATS, &u8::from(config.flow_stats), true)
             .map_max_entries(names::MAP_FLOWS, config.max_flows)
             .map_max_entries(names::MAP_EVENTS, config.ring_bytes)
             .load(OBJECT)
@@ -200,12 +207,28 @@ impl Datapath {
             name: names::MAP_COUNTERS,
             source,
         })?;
-        let syn_seen = HashMap::try_from(
+        let syn_seen = Array::try_from(
             ebpf.take_map(names::MAP_SYN_SEEN)
                 .ok_or(Error::Missing("SYN_SEEN map"))?,
         )
         .map_err(|source| Error::Map {
             name: names::MAP_SYN_SEEN,
+            source,
+        })?;
+        let flows = HashMap::try_from(
+            ebpf.take_map(names::MAP_FLOWS)
+                .ok_or(Error::Missing("FLOWS map"))?,
+        )
+        .map_err(|source| Error::Map {
+            name: names::MAP_FLOWS,
+            source,
+        })?;
+        let bss = Array::try_from(
+            ebpf.take_map(names::MAP_BSS)
+                .ok_or(Error::Missing(".bss map"))?,
+        )
+        .map_err(|source| Error::Map {
+            name: names::MAP_BSS,
             source,
         })?;
         let mode = config.attach_mode;
@@ -216,6 +239,8 @@ impl Datapath {
                 attached: BTreeMap::new(),
                 counters,
                 syn_seen,
+                flows,
+                bss,
             },
             events,
             dns,
@@ -332,7 +357,7 @@ impl Datapath {
             // Dropping a link detaches it.
             drop(links);
             // The index may be reused by an unrelated interface.
-            let _ = self.syn_seen.remove(&ifindex);
+            let _ = self.syn_seen.set(ifindex % SYN_SEEN_SLOTS, [0, 0], 0);
             if added_clsact {
                 remove_clsact_if_unused(&name);
             }
@@ -367,7 +392,34 @@ impl Datapath {
 
     /// TCP packets with SYN set seen on an interface: `[from the pod, to the pod]`.
     pub fn syn_directions(&self, ifindex: u32) -> Option<[u64; 2]> {
-        self.syn_seen.get(&ifindex, 0).ok()
+        self.syn_seen
+            .get(&(ifindex % SYN_SEEN_SLOTS), 0)
+            .ok()
+            .map(|seen| seen.map(u64::from))
+    }
+
+    /// After a connection start was lost to a full ring buffer, the programs send every TCP
+    /// packet down the slow path, so that the connection's next packet reports its start.
+    /// This ends that once no entry of the flow map waits any more: it clears the programs'
+    /// flag, looks through the map, and sets the flag again if an entry still waits. Costs
+    /// one map read when nothing was lost; a walk of the map (a syscall per entry) otherwise.
+    /// Returns the number of entries still waiting.
+    pub fn rearm_lost_starts(&mut self) -> Result<usize, MapError> {
+        if self.bss.get(&0, 0)? == 0 {
+            return Ok(0);
+        }
+        // Cleared before the walk: a start lost during it sets the flag again itself.
+        self.bss.set(0, 0, 0)?;
+        let waiting = self
+            .flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, stats)| stats.unreported != 0)
+            .count();
+        if waiting > 0 {
+            self.bss.set(0, 1, 0)?;
+        }
+        Ok(waiting)
     }
 
     /// Sums the per-CPU counters.

@@ -23,17 +23,37 @@ use aya::{
 use trustmap::datapath::{BENCH_OBJECT, OBJECT};
 use trustmap_e2e::{Agent, Cluster, ClusterSpec, in_netns, require_root};
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
+
+/// The parts, by the names that pick them on the command line (all of them without one).
+const PARTS: [(&str, fn()); 8] = [
+    ("per-packet", per_packet),
+    ("starts", starts),
+    ("memory", memory),
+    ("small-packets", small_packets),
+    ("throughput", throughput),
+    ("burst", burst),
+    ("agent", agent_load),
+    ("attach", attach_latency),
+];
 
 fn main() {
     require_root();
+    let wanted: Vec<String> = std::env::args().skip(1).collect();
+    for w in &wanted {
+        assert!(
+            PARTS.iter().any(|(name, _)| name == w),
+            "unknown part {w:?}: the parts are {:?}",
+            PARTS.map(|(name, _)| name)
+        );
+    }
     println!("## trustmap datapath benchmark\n");
     machine();
-    per_packet();
-    throughput();
-    burst();
-    agent_load();
-    attach_latency();
+    for (name, part) in PARTS {
+        if wanted.is_empty() || wanted.iter().any(|w| w == name) {
+            part();
+        }
+    }
 }
 
 /// The kernel, the CPU model and the load average the figures were taken with.
@@ -287,6 +307,43 @@ fn ipv6(proto: u8, l4: Vec<u8>) -> Vec<u8> {
     f
 }
 
+/// `p` (Ethernet, IPv4 or IPv6, then TCP or UDP) sent the other way: addresses and ports
+/// swapped.
+fn swapped(p: &[u8]) -> Vec<u8> {
+    let mut q = p.to_vec();
+    let (addr, len, l4) = if p[12..14] == [0x86, 0xDD] {
+        (14 + 8, 16, 14 + 40)
+    } else {
+        (14 + 12, 4, 14 + 20)
+    };
+    q[addr..addr + len].copy_from_slice(&p[addr + len..addr + 2 * len]);
+    q[addr + len..addr + 2 * len].copy_from_slice(&p[addr..addr + len]);
+    q[l4..l4 + 2].copy_from_slice(&p[l4 + 2..l4 + 4]);
+    q[l4 + 2..l4 + 4].copy_from_slice(&p[l4..l4 + 2]);
+    q
+}
+
+/// Runs `base` and `ours` one after the other, [`ROUNDS`] times: their medians, and the median
+/// of the rounds' ratios.
+fn alternate(mut base: impl FnMut() -> f64, mut ours: impl FnMut() -> f64) -> (f64, f64, f64) {
+    summarize(
+        (0..ROUNDS)
+            .map(|_| {
+                let b = base();
+                (b, ours())
+            })
+            .collect(),
+    )
+}
+
+/// Rounds of (empty program, trustmap) figures: their medians, and the median of the rounds'
+/// ratios.
+fn summarize(rounds: Vec<(f64, f64)>) -> (f64, f64, f64) {
+    let ratios = rounds.iter().map(|(b, o)| o / b).collect();
+    let (b, o) = rounds.into_iter().unzip();
+    (median(b), median(o), median(ratios))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -303,8 +360,9 @@ fn run_ns(prog: &SchedClassifier, data: &[u8], repeat: u32) -> f64 {
     res.duration.as_nanos() as f64
 }
 
-fn per_packet() {
-    const REPEAT: u32 = 1_000_000;
+/// Loads the empty program of the bench object, and trustmap's ingress program with an idle
+/// timeout of `idle_ns` (its object stays alive in the returned `Ebpf`).
+fn programs(idle_ns: u64) -> (aya::Ebpf, aya::Ebpf) {
     let mut bench = EbpfLoader::new().load(BENCH_OBJECT).expect("bench object");
     let nop: &mut SchedClassifier = bench
         .program_mut("nop")
@@ -312,96 +370,384 @@ fn per_packet() {
         .try_into()
         .expect("classifier");
     nop.load().expect("load nop");
-    // Established path: a long idle timeout, the SYN once, then the ACKs.
-    let never = u64::MAX / 4;
-    let mut est = EbpfLoader::new()
-        .override_global("IDLE_TIMEOUT_NS", &never, true)
+    let mut ours = EbpfLoader::new()
+        .override_global("IDLE_TIMEOUT_NS", &idle_ns, true)
         .load(OBJECT)
         .expect("trustmap object");
-    let ing: &mut SchedClassifier = est
+    let ing: &mut SchedClassifier = ours
         .program_mut("trustmap_ing")
         .expect("trustmap_ing")
         .try_into()
         .expect("classifier");
     ing.load().expect("load trustmap_ing");
-    // Connection-start path: the default idle timeout, and a packet of a 5-tuple never seen
-    // before for every run, so that each one inserts a flow.
-    let mut start = EbpfLoader::new().load(OBJECT).expect("trustmap object");
-    let mut ring = RingBuf::try_from(start.take_map("EVENTS").expect("EVENTS")).expect("ring");
-    let start_prog: &mut SchedClassifier = start
-        .program_mut("trustmap_ing")
-        .expect("trustmap_ing")
-        .try_into()
-        .expect("classifier");
-    start_prog.load().expect("load");
+    (bench, ours)
+}
 
-    println!("### ns per packet (BPF_PROG_TEST_RUN, median of {ROUNDS} runs)\n");
+fn classifier<'a>(ebpf: &'a aya::Ebpf, name: &str) -> &'a SchedClassifier {
+    ebpf.program(name)
+        .expect("program")
+        .try_into()
+        .expect("classifier")
+}
+
+/// Packets of a flow the programs already track, each repeated a million times in one
+/// BPF_PROG_TEST_RUN call, against the empty program in the same run.
+fn per_packet() {
+    const REPEAT: u32 = 1_000_000;
+    // A long idle timeout: the flow never restarts during the run.
+    let (bench, ours) = programs(u64::MAX / 4);
+    let (nop, ing) = (classifier(&bench, "nop"), classifier(&ours, "trustmap_ing"));
+    println!("### ns per packet of a known flow (BPF_PROG_TEST_RUN, median of {ROUNDS} runs)\n");
     println!("| packet | path | nop ns | trustmap ns | ratio |");
     println!("| --- | --- | ---: | ---: | ---: |");
-    let nop = &*nop;
-    let ing = &*ing;
-    let start_prog = &*start_prog;
-    for (name, syn, ack) in [
-        ("IPv4 TCP", ipv4(6, tcp(0x02)), ipv4(6, tcp(0x10))),
-        ("IPv6 TCP", ipv6(6, tcp(0x02)), ipv6(6, tcp(0x10))),
-    ] {
-        run_ns(ing, &syn, 1);
-        let base = median((0..ROUNDS).map(|_| run_ns(nop, &ack, REPEAT)).collect());
-        let ours = median((0..ROUNDS).map(|_| run_ns(ing, &ack, REPEAT)).collect());
-        println!(
-            "| {name} | established | {base:.1} | {ours:.1} | {:.2} |",
-            ours / base
-        );
+    let rows = [
+        (
+            "IPv4 TCP",
+            "established (ACK)",
+            ipv4(6, tcp(0x02)),
+            ipv4(6, tcp(0x10)),
+        ),
+        (
+            "IPv6 TCP",
+            "established (ACK)",
+            ipv6(6, tcp(0x02)),
+            ipv6(6, tcp(0x10)),
+        ),
+        (
+            "IPv4 UDP",
+            "known flow",
+            ipv4(17, udp_from(40_000)),
+            ipv4(17, udp_from(40_000)),
+        ),
+        (
+            "IPv6 UDP",
+            "known flow",
+            ipv6(17, udp_from(40_000)),
+            ipv6(17, udp_from(40_000)),
+        ),
+    ];
+    for (name, path, first, next) in rows {
+        run_ns(ing, &first, 1);
+        // The answer: the same packet with addresses and ports swapped.
+        run_ns(ing, &swapped(&first), 1);
+        // Alternating, round by round: the ratio is the median of each round's ratio.
+        let (base, ours, ratio) =
+            alternate(|| run_ns(nop, &next, REPEAT), || run_ns(ing, &next, REPEAT));
+        println!("| {name} | {path} | {base:.1} | {ours:.1} | {ratio:.2} |");
     }
-    // One packet per BPF_PROG_TEST_RUN call, for both programs: the kernel's timing of one
-    // run is in both figures. Source ports and addresses differ in every packet of a run.
+    println!();
+}
+
+/// Connection starts: a packet of a 5-tuple never seen before for every run, so that each one
+/// inserts a flow, measured two ways:
+/// - one packet per BPF_PROG_TEST_RUN call, for both programs, so that the kernel's timing of
+///   one run is in both figures, and each insert meets caches the syscall has cooled;
+/// - in a burst: one call repeats the packet, and the bench object's `*_next_tuple` programs
+///   write a new source address and port into it before each run (both programs do the
+///   writing), so that every run inserts. The flow map is filled first: every insert evicts, as
+///   on a busy node.
+fn starts() {
     const STARTS: usize = 20_000;
-    let distinct = |v6: bool, round: usize| -> Vec<Vec<u8>> {
+    let (bench, mut ours) = programs(60_000_000_000);
+    let mut ring = RingBuf::try_from(ours.take_map("EVENTS").expect("EVENTS")).expect("ring");
+    let (nop, ing) = (classifier(&bench, "nop"), classifier(&ours, "trustmap_ing"));
+    println!(
+        "### ns per connection start (BPF_PROG_TEST_RUN, distinct 5-tuples, median of {ROUNDS} rounds)\n"
+    );
+    println!("| packet | path | nop ns | trustmap ns | ratio |");
+    println!("| --- | --- | ---: | ---: | ---: |");
+    let distinct = |v6: bool, syn: bool, round: usize| -> Vec<Vec<u8>> {
         (0..STARTS)
             .map(|i| {
                 let port = 1024 + (i % 60_000) as u16;
-                let mut p = if v6 {
-                    ipv6(17, udp_from(port))
+                let l4 = if syn {
+                    let mut t = tcp(0x02);
+                    t[0..2].copy_from_slice(&port.to_be_bytes());
+                    t
                 } else {
-                    ipv4(17, udp_from(port))
+                    udp_from(port)
                 };
+                let proto = if syn { 6 } else { 17 };
+                let mut p = if v6 { ipv6(proto, l4) } else { ipv4(proto, l4) };
                 // The source address's last octets: the round, and which 60 000 block.
-                let (at, len) = if v6 {
-                    (14 + 8 + 14, 2)
-                } else {
-                    (14 + 12 + 2, 2)
-                };
+                let at = if v6 { 14 + 8 + 14 } else { 14 + 12 + 2 };
                 let tag = ((round as u16) << 4) | (i / 60_000) as u16;
-                p[at..at + len].copy_from_slice(&tag.to_be_bytes());
+                p[at..at + 2].copy_from_slice(&tag.to_be_bytes());
                 p
             })
             .collect()
     };
-    for (name, v6) in [("IPv4 UDP", false), ("IPv6 UDP", true)] {
-        let mut base_runs = Vec::new();
-        let mut our_runs = Vec::new();
-        for round in 0..ROUNDS {
-            let pkts = distinct(v6, round + if v6 { ROUNDS } else { 0 });
-            let mut b = Vec::with_capacity(STARTS);
-            let mut o = Vec::with_capacity(STARTS);
+    let rows = [
+        ("IPv4 TCP", false, true),
+        ("IPv6 TCP", true, true),
+        ("IPv4 UDP", false, false),
+        ("IPv6 UDP", true, false),
+    ];
+    let mut round_tag = 0;
+    for (name, v6, syn) in rows {
+        let mut runs = Vec::new();
+        for _ in 0..ROUNDS {
+            round_tag += 1;
+            let pkts = distinct(v6, syn, round_tag);
+            let mut b = 0.0;
+            let mut o = 0.0;
             for (i, p) in pkts.iter().enumerate() {
-                b.push(run_ns(nop, p, 1));
-                o.push(run_ns(start_prog, p, 1));
+                b += run_ns(nop, p, 1);
+                o += run_ns(ing, p, 1);
                 if i % 1_000 == 999 {
                     while ring.next().is_some() {}
                 }
             }
             while ring.next().is_some() {}
-            base_runs.push(b.iter().sum::<f64>() / STARTS as f64);
-            our_runs.push(o.iter().sum::<f64>() / STARTS as f64);
+            runs.push((b / STARTS as f64, o / STARTS as f64));
         }
-        let (base, ours) = (median(base_runs), median(our_runs));
+        let (base, ours, ratio) = summarize(runs);
+        let path = if syn { "SYN" } else { "first datagram" };
+        println!("| {name} | {path}, one per call | {base:.1} | {ours:.1} | {ratio:.2} |");
+    }
+    drop((ring, ours));
+
+    let mut burst = EbpfLoader::new().load(BENCH_OBJECT).expect("bench object");
+    for name in ["nop_next_tuple", "trustmap_next_tuple"] {
+        let p: &mut SchedClassifier = burst
+            .program_mut(name)
+            .expect(name)
+            .try_into()
+            .expect("classifier");
+        p.load().expect(name);
+    }
+    let mut ring = RingBuf::try_from(burst.take_map("EVENTS").expect("EVENTS")).expect("ring");
+    let (nop, ing) = (
+        classifier(&burst, "nop_next_tuple"),
+        classifier(&burst, "trustmap_next_tuple"),
+    );
+    let mut run = |prog: &SchedClassifier, p: &[u8]| {
+        let ns = run_ns(prog, p, STARTS as u32);
+        while ring.next().is_some() {}
+        ns
+    };
+    // Fill the flow map (131 072 entries) first.
+    let first = ipv4(17, udp_from(1024));
+    for _ in 0..8 {
+        run(ing, &first);
+    }
+    for (name, v6, syn) in rows {
+        let l4 = if syn { tcp(0x02) } else { udp_from(1024) };
+        let proto = if syn { 6 } else { 17 };
+        let p = if v6 { ipv6(proto, l4) } else { ipv4(proto, l4) };
+        let runs = (0..ROUNDS).map(|_| (run(nop, &p), run(ing, &p))).collect();
+        let (base, ours, ratio) = summarize(runs);
+        let path = if syn { "SYN" } else { "first datagram" };
         println!(
-            "| {name} | connection start (distinct 5-tuples) | {base:.1} | {ours:.1} | {:.2} |",
-            ours / base
+            "| {name} | {path}, in a burst of {STARTS}, map full | {base:.1} | {ours:.1} | {ratio:.2} |"
         );
     }
     println!();
+}
+
+/// The kernel's own count of a map's memory (`memlock` in its fdinfo, `map_mem_usage`).
+fn memlock(map: &aya::maps::Map) -> u64 {
+    use std::os::fd::{AsFd, AsRawFd};
+    let data = match map {
+        aya::maps::Map::LruHashMap(d)
+        | aya::maps::Map::HashMap(d)
+        | aya::maps::Map::Array(d)
+        | aya::maps::Map::PerCpuArray(d)
+        | aya::maps::Map::RingBuf(d) => d,
+        other => panic!("unexpected map type {other:?}"),
+    };
+    let fd = data.fd().as_fd().as_raw_fd();
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).expect("fdinfo");
+    info.lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("memlock in fdinfo")
+}
+
+/// The flow table's memory as the kernel counts it, at the default `--max-flows` and at a
+/// million, and every map of the programs.
+fn memory() {
+    use agent_ebpf::{FlowKey, FlowStats};
+    let (key, value) = (size_of::<FlowKey>(), size_of::<FlowStats>());
+    println!("### memory (the kernel's count, `memlock` in each map's fdinfo)\n");
+    println!(
+        "A flow entry holds a {key}-byte key and a {value}-byte value; the kernel adds its own \
+         element header (hash and LRU list links).\n"
+    );
+    println!("| --max-flows | flow table | per entry | every map of the programs |");
+    println!("| ---: | ---: | ---: | ---: |");
+    for n in [131_072u32, 1 << 20] {
+        let ebpf = EbpfLoader::new()
+            .map_max_entries("FLOWS", n)
+            .load(OBJECT)
+            .expect("trustmap object");
+        let flows = memlock(ebpf.map("FLOWS").expect("FLOWS"));
+        let all: u64 = ebpf.maps().map(|(_, m)| memlock(m)).sum();
+        println!(
+            "| {n} | {:.1} MiB | {:.0} bytes | {:.1} MiB |",
+            flows as f64 / 1048576.0,
+            flows as f64 / f64::from(n),
+            all as f64 / 1048576.0
+        );
+    }
+    println!();
+}
+
+/// Seconds each small-packet measurement runs, and rounds of (without, with) the agent.
+const SMALL_SECONDS: f64 = 2.0;
+const SMALL_ROUNDS: usize = 5;
+/// UDP payload of the small-packet flood: 64 bytes, as netperf's `UDP_STREAM -m 64`.
+const SMALL_PAYLOAD: usize = 64;
+
+/// Small packets pod to pod across the bridge, without and with `trustmap observe` attached
+/// to both pods' veths, alternating round by round: a UDP flood of 64-byte datagrams (the rate
+/// the server receives), and TCP request/response of one byte each way on one connection
+/// (transactions per second, and the latency of each).
+fn small_packets() {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    };
+    let cluster = Cluster::start(&ClusterSpec::client_and_server());
+    let (client, server) = (cluster.pod("client"), cluster.pod("server"));
+    let pattern = cluster.pod_interface_pattern();
+    let udp_addr = SocketAddr::new(IpAddr::V4(server.ipv4), 9000);
+    let tcp_addr = SocketAddr::new(IpAddr::V4(server.ipv4), 9001);
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    // The servers, in the server's namespace, for the whole run (bounded: they stop with the
+    // flag, or after ten minutes).
+    let sink = {
+        let (stop, received) = (stop.clone(), received.clone());
+        let sock = in_netns(&server.netns, move || {
+            UdpSocket::bind(udp_addr).expect("bind")
+        });
+        sock.set_read_timeout(Some(Duration::from_millis(50))).ok();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(600) {
+                if sock.recv(&mut buf).is_ok() {
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let echo = {
+        let stop = stop.clone();
+        let listener = in_netns(&server.netns, move || {
+            TcpListener::bind(tcp_addr).expect("bind")
+        });
+        listener.set_nonblocking(true).expect("nonblocking");
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(600) {
+                let Ok((mut s, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                s.set_nonblocking(false).ok();
+                s.set_nodelay(true).ok();
+                s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+                let mut b = [0u8; 1];
+                while s.read_exact(&mut b).is_ok() && s.write_all(&b).is_ok() {}
+            }
+        })
+    };
+    let client_ns = client.netns.clone();
+    let udp_rate = |received: &AtomicU64| -> f64 {
+        let sock = in_netns(&client_ns, || UdpSocket::bind("0.0.0.0:0").expect("bind"));
+        let before = received.load(Ordering::Relaxed);
+        let payload = [0u8; SMALL_PAYLOAD];
+        let started = Instant::now();
+        while started.elapsed().as_secs_f64() < SMALL_SECONDS {
+            for _ in 0..64 {
+                let _ = sock.send_to(&payload, udp_addr);
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_millis(100));
+        (received.load(Ordering::Relaxed) - before) as f64 / secs
+    };
+    let tcp_rr = || -> (f64, f64, f64) {
+        let mut s = in_netns(&client_ns, move || {
+            TcpStream::connect_timeout(&tcp_addr, Duration::from_secs(3)).expect("connect")
+        });
+        s.set_nodelay(true).ok();
+        s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+        let mut lat = Vec::with_capacity(200_000);
+        let mut b = [0u8; 1];
+        let started = Instant::now();
+        while started.elapsed().as_secs_f64() < SMALL_SECONDS && lat.len() < 5_000_000 {
+            let t = Instant::now();
+            s.write_all(b"x").expect("request");
+            s.read_exact(&mut b).expect("response");
+            lat.push(t.elapsed().as_nanos() as f64 / 1000.0);
+        }
+        let tps = lat.len() as f64 / started.elapsed().as_secs_f64();
+        lat.sort_by(f64::total_cmp);
+        let at = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
+        (tps, at(0.5), at(0.99))
+    };
+    // (UDP packets/s, TCP transactions/s, p50 µs, p99 µs), without and with, per round.
+    let mut rounds: Vec<[[f64; 4]; 2]> = Vec::new();
+    for _ in 0..SMALL_ROUNDS {
+        let mut round = [[0.0; 4]; 2];
+        for (i, with) in [false, true].into_iter().enumerate() {
+            let agent = with.then(|| {
+                let agent = Agent::start(
+                    "small-packets",
+                    &["observe", "--interface", &pattern, "--no-pre-existing"],
+                );
+                // Past its start-up work: the figures are those of the attached programs.
+                std::thread::sleep(Duration::from_secs(1));
+                agent
+            });
+            let pps = udp_rate(&received);
+            let (tps, p50, p99) = tcp_rr();
+            round[i] = [pps, tps, p50, p99];
+            if let Some(mut agent) = agent {
+                agent.stop();
+            }
+        }
+        rounds.push(round);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = (sink.join(), echo.join());
+    let col = |with: usize, k: usize| median(rounds.iter().map(|r| r[with][k]).collect());
+    let ratio = |k: usize| median(rounds.iter().map(|r| r[1][k] / r[0][k]).collect());
+    let added = |k: usize| median(rounds.iter().map(|r| r[1][k] - r[0][k]).collect());
+    println!(
+        "### small packets pod to pod across the bridge ({SMALL_SECONDS} s each, without and with the agent alternating, median of {SMALL_ROUNDS} rounds)\n"
+    );
+    println!("| measure | without agent | with agent | with / without |");
+    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| UDP {SMALL_PAYLOAD}-byte datagrams received/s | {:.0} | {:.0} | {:.1} % |",
+        col(0, 0),
+        col(1, 0),
+        100.0 * ratio(0)
+    );
+    println!(
+        "| TCP 1-byte request/response transactions/s | {:.0} | {:.0} | {:.1} % |",
+        col(0, 1),
+        col(1, 1),
+        100.0 * ratio(1)
+    );
+    println!(
+        "| TCP request/response p50 latency | {:.1} µs | {:.1} µs | +{:.2} µs |",
+        col(0, 2),
+        col(1, 2),
+        added(2)
+    );
+    println!(
+        "| TCP request/response p99 latency | {:.1} µs | {:.1} µs | +{:.2} µs |\n",
+        col(0, 3),
+        col(1, 3),
+        added(3)
+    );
 }
 
 fn iperf(client_ns: &str, server: IpAddr) -> f64 {
