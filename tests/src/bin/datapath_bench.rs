@@ -26,11 +26,12 @@ use trustmap_e2e::{Agent, Cluster, ClusterSpec, in_netns, require_root};
 const ROUNDS: usize = 7;
 
 /// The parts, by the names that pick them on the command line (all of them without one).
-const PARTS: [(&str, fn()); 8] = [
+const PARTS: [(&str, fn()); 9] = [
     ("per-packet", per_packet),
     ("starts", starts),
     ("memory", memory),
     ("small-packets", small_packets),
+    ("per-run", per_run),
     ("throughput", throughput),
     ("burst", burst),
     ("agent", agent_load),
@@ -593,26 +594,126 @@ fn memory() {
     println!();
 }
 
-/// Seconds each small-packet measurement runs, and rounds of (without, with) the agent.
+/// Seconds each small-packet measurement runs, and rounds of the three set-ups.
 const SMALL_SECONDS: f64 = 2.0;
 const SMALL_ROUNDS: usize = 5;
 /// UDP payload of the small-packet flood: 64 bytes, as netperf's `UDP_STREAM -m 64`.
 const SMALL_PAYLOAD: usize = 64;
 
-/// Small packets pod to pod across the bridge, without and with `trustmap observe` attached
-/// to both pods' veths, alternating round by round: a UDP flood of 64-byte datagrams (the rate
-/// the server receives), and TCP request/response of one byte each way on one connection
-/// (transactions per second, and the latency of each).
+/// Programs of `object` on both hooks of the given interfaces by TCX, `ingress` on ingress and
+/// `egress` on egress (FLOWS and the rings of trustmap's object are its own, unread). Detached
+/// when dropped.
+struct AttachedEverywhere {
+    // Held for their Drop: the links detach, then the programs are unloaded.
+    _links: Vec<aya::programs::tc::SchedClassifierLink>,
+    _ebpf: aya::Ebpf,
+}
+
+impl AttachedEverywhere {
+    fn attach(object: &[u8], ingress: &str, egress: &str, interfaces: &[&str]) -> Self {
+        use aya::programs::TcAttachType;
+        let mut ebpf = EbpfLoader::new().load(object).expect("object");
+        let mut links = Vec::new();
+        for (name, hook) in [
+            (ingress, TcAttachType::Ingress),
+            (egress, TcAttachType::Egress),
+        ] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .expect(name)
+                .try_into()
+                .expect("classifier");
+            if prog.fd().is_err() {
+                prog.load().expect(name);
+            }
+            for interface in interfaces {
+                let id = prog.attach(interface, hook).expect("attach");
+                links.push(prog.take_link(id).expect("take link"));
+            }
+        }
+        Self {
+            _links: links,
+            _ebpf: ebpf,
+        }
+    }
+
+    /// The empty program.
+    fn nop(interfaces: &[&str]) -> Self {
+        Self::attach(BENCH_OBJECT, "nop", "nop", interfaces)
+    }
+
+    /// trustmap's programs, as the agent attaches them.
+    fn trustmap(interfaces: &[&str]) -> Self {
+        Self::attach(OBJECT, "trustmap_ing", "trustmap_egr", interfaces)
+    }
+}
+
+/// `kernel.bpf_stats_enabled` on while it lives, as it was after.
+struct BpfStats(String);
+
+impl BpfStats {
+    const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn on() -> Self {
+        let was = std::fs::read_to_string(Self::PATH).unwrap_or_default();
+        std::fs::write(Self::PATH, "1").expect("enabling bpf_stats");
+        Self(was.trim().to_owned())
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, if self.0 == "1" { "1" } else { "0" });
+    }
+}
+
+/// Mean ns per run of the loaded programs named `names`, by the kernel's own accounting
+/// (`kernel.bpf_stats_enabled`), and their runs.
+fn run_stats(names: &[&str]) -> (f64, u64) {
+    let (mut ns, mut runs) = (0u128, 0u64);
+    for info in aya::programs::loaded_programs().filter_map(Result::ok) {
+        if info.name_as_str().is_some_and(|n| names.contains(&n)) {
+            ns += info.run_time().as_nanos();
+            runs += info.run_count();
+        }
+    }
+    (ns as f64 / runs.max(1) as f64, runs)
+}
+
+/// Small packets pod to pod across the bridge: a UDP flood of 64-byte datagrams (the rate the
+/// server receives), and TCP request/response of one byte each way on one connection
+/// (transactions per second, and the latency of each). Three set-ups, alternating round by
+/// round: nothing attached, the empty program on both hooks of both veths, and
+/// `trustmap observe`. The client's threads run on CPU 0, the server's on CPU 1. Then, with the
+/// kernel's BPF run-time accounting on, the same traffic once more, for the programs' own cost
+/// per run under it.
 fn small_packets() {
+    small(true);
+}
+
+/// Only the programs' cost per run under small-packet traffic (the second table of
+/// [`small_packets`]).
+fn per_run() {
+    small(false);
+}
+
+fn small(rates: bool) {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     };
+    let pin = |cpu: usize| {
+        let mut set = nix::sched::CpuSet::new();
+        if set.set(cpu).is_ok() {
+            let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+        }
+    };
     let cluster = Cluster::start(&ClusterSpec::client_and_server());
     let (client, server) = (cluster.pod("client"), cluster.pod("server"));
     let pattern = cluster.pod_interface_pattern();
+    let veths = [client.host_if.as_str(), server.host_if.as_str()];
     let udp_addr = SocketAddr::new(IpAddr::V4(server.ipv4), 9000);
     let tcp_addr = SocketAddr::new(IpAddr::V4(server.ipv4), 9001);
     let stop = Arc::new(AtomicBool::new(false));
@@ -626,6 +727,7 @@ fn small_packets() {
         });
         sock.set_read_timeout(Some(Duration::from_millis(50))).ok();
         std::thread::spawn(move || {
+            pin(1);
             let started = Instant::now();
             let mut buf = [0u8; 2048];
             while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(600) {
@@ -642,6 +744,7 @@ fn small_packets() {
         });
         listener.set_nonblocking(true).expect("nonblocking");
         std::thread::spawn(move || {
+            pin(1);
             let started = Instant::now();
             while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(600) {
                 let Ok((mut s, _)) = listener.accept() else {
@@ -658,96 +761,171 @@ fn small_packets() {
     };
     let client_ns = client.netns.clone();
     let udp_rate = |received: &AtomicU64| -> f64 {
-        let sock = in_netns(&client_ns, || UdpSocket::bind("0.0.0.0:0").expect("bind"));
-        let before = received.load(Ordering::Relaxed);
-        let payload = [0u8; SMALL_PAYLOAD];
-        let started = Instant::now();
-        while started.elapsed().as_secs_f64() < SMALL_SECONDS {
-            for _ in 0..64 {
-                let _ = sock.send_to(&payload, udp_addr);
+        let received_before = received.load(Ordering::Relaxed);
+        let secs = in_netns(&client_ns, move || {
+            pin(0);
+            let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            let payload = [0u8; SMALL_PAYLOAD];
+            let started = Instant::now();
+            while started.elapsed().as_secs_f64() < SMALL_SECONDS {
+                for _ in 0..64 {
+                    let _ = sock.send_to(&payload, udp_addr);
+                }
             }
-        }
-        let secs = started.elapsed().as_secs_f64();
+            started.elapsed().as_secs_f64()
+        });
         std::thread::sleep(Duration::from_millis(100));
-        (received.load(Ordering::Relaxed) - before) as f64 / secs
+        (received.load(Ordering::Relaxed) - received_before) as f64 / secs
     };
     let tcp_rr = || -> (f64, f64, f64) {
-        let mut s = in_netns(&client_ns, move || {
-            TcpStream::connect_timeout(&tcp_addr, Duration::from_secs(3)).expect("connect")
+        let mut lat = in_netns(&client_ns, move || {
+            pin(0);
+            let mut s =
+                TcpStream::connect_timeout(&tcp_addr, Duration::from_secs(3)).expect("connect");
+            s.set_nodelay(true).ok();
+            s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+            let mut lat = Vec::with_capacity(200_000);
+            let mut b = [0u8; 1];
+            let started = Instant::now();
+            while started.elapsed().as_secs_f64() < SMALL_SECONDS && lat.len() < 5_000_000 {
+                let t = Instant::now();
+                s.write_all(b"x").expect("request");
+                s.read_exact(&mut b).expect("response");
+                lat.push(t.elapsed().as_nanos() as f64 / 1000.0);
+            }
+            lat
         });
-        s.set_nodelay(true).ok();
-        s.set_read_timeout(Some(Duration::from_secs(3))).ok();
-        let mut lat = Vec::with_capacity(200_000);
-        let mut b = [0u8; 1];
-        let started = Instant::now();
-        while started.elapsed().as_secs_f64() < SMALL_SECONDS && lat.len() < 5_000_000 {
-            let t = Instant::now();
-            s.write_all(b"x").expect("request");
-            s.read_exact(&mut b).expect("response");
-            lat.push(t.elapsed().as_nanos() as f64 / 1000.0);
-        }
-        let tps = lat.len() as f64 / started.elapsed().as_secs_f64();
+        let tps = lat.len() as f64 / SMALL_SECONDS;
         lat.sort_by(f64::total_cmp);
         let at = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
         (tps, at(0.5), at(0.99))
     };
-    // (UDP packets/s, TCP transactions/s, p50 µs, p99 µs), without and with, per round.
-    let mut rounds: Vec<[[f64; 4]; 2]> = Vec::new();
-    for _ in 0..SMALL_ROUNDS {
-        let mut round = [[0.0; 4]; 2];
-        for (i, with) in [false, true].into_iter().enumerate() {
-            let agent = with.then(|| {
-                let agent = Agent::start(
-                    "small-packets",
-                    &["observe", "--interface", &pattern, "--no-pre-existing"],
-                );
-                // Past its start-up work: the figures are those of the attached programs.
-                std::thread::sleep(Duration::from_secs(1));
-                agent
-            });
+    let start_agent = || {
+        let agent = Agent::start(
+            "small-packets",
+            &["observe", "--interface", &pattern, "--no-pre-existing"],
+        );
+        // Past its start-up work: the figures are those of the attached programs.
+        std::thread::sleep(Duration::from_secs(1));
+        agent
+    };
+    // Per round and set-up (nothing, empty program, trustmap): UDP packets/s, TCP
+    // transactions/s, p50 µs, p99 µs.
+    let mut rounds: Vec<[[f64; 4]; 3]> = Vec::new();
+    for _ in 0..if rates { SMALL_ROUNDS } else { 0 } {
+        let mut round = [[0.0; 4]; 3];
+        for (i, slot) in round.iter_mut().enumerate() {
+            let nop = (i == 1).then(|| AttachedEverywhere::nop(&veths));
+            let agent = (i == 2).then(start_agent);
             let pps = udp_rate(&received);
             let (tps, p50, p99) = tcp_rr();
-            round[i] = [pps, tps, p50, p99];
+            *slot = [pps, tps, p50, p99];
+            drop(nop);
             if let Some(mut agent) = agent {
                 agent.stop();
             }
         }
         rounds.push(round);
     }
+    // The programs' own cost per run under this traffic, by the kernel's accounting of every
+    // run while bpf_stats is on (which adds its own two clock reads to each): the empty
+    // program and trustmap's, attached directly, alternating round by round.
+    let delta = |names: &[&str], before: (f64, u64)| {
+        let (ns, runs) = run_stats(names);
+        let total = ns * runs as f64 - before.0 * before.1 as f64;
+        (total / (runs - before.1).max(1) as f64, runs - before.1)
+    };
+    // Per round: (empty, trustmap) ns per run under the UDP flood, then under TCP
+    // request/response.
+    let mut per_run: Vec<[(f64, f64); 2]> = Vec::new();
+    {
+        let _stats = BpfStats::on();
+        for _ in 0..SMALL_ROUNDS {
+            let mut round = [(0.0, 0.0); 2];
+            for ours in [false, true] {
+                let (_attached, names): (_, &[&str]) = if ours {
+                    (
+                        AttachedEverywhere::trustmap(&veths),
+                        &["trustmap_ing", "trustmap_egr"],
+                    )
+                } else {
+                    (AttachedEverywhere::nop(&veths), &["nop"])
+                };
+                let b = run_stats(names);
+                udp_rate(&received);
+                let udp = delta(names, b).0;
+                let b = run_stats(names);
+                tcp_rr();
+                let tcp = delta(names, b).0;
+                for (slot, ns) in round.iter_mut().zip([udp, tcp]) {
+                    if ours {
+                        slot.1 = ns;
+                    } else {
+                        slot.0 = ns;
+                    }
+                }
+            }
+            per_run.push(round);
+        }
+    }
     stop.store(true, Ordering::Relaxed);
     let _ = (sink.join(), echo.join());
-    let col = |with: usize, k: usize| median(rounds.iter().map(|r| r[with][k]).collect());
-    let ratio = |k: usize| median(rounds.iter().map(|r| r[1][k] / r[0][k]).collect());
-    let added = |k: usize| median(rounds.iter().map(|r| r[1][k] - r[0][k]).collect());
+    if rates {
+        print_rates(&rounds);
+    }
     println!(
-        "### small packets pod to pod across the bridge ({SMALL_SECONDS} s each, without and with the agent alternating, median of {SMALL_ROUNDS} rounds)\n"
+        "### ns per program run under small-packet traffic (the kernel's accounting, `bpf_stats_enabled`, which adds two clock reads to every run; programs attached directly, alternating; median of {SMALL_ROUNDS} rounds)\n"
     );
-    println!("| measure | without agent | with agent | with / without |");
+    println!("| traffic | empty program | trustmap | added |");
     println!("| --- | ---: | ---: | ---: |");
+    for (k, what) in ["UDP flood", "TCP request/response"]
+        .into_iter()
+        .enumerate()
+    {
+        let nop = median(per_run.iter().map(|r| r[k].0).collect());
+        let ours = median(per_run.iter().map(|r| r[k].1).collect());
+        let added = median(per_run.iter().map(|r| r[k].1 - r[k].0).collect());
+        println!("| {what} | {nop:.0} | {ours:.0} | {added:+.0} |");
+    }
+    println!();
+}
+
+/// The small-packet rates: per round and set-up (nothing, empty program, trustmap), UDP
+/// packets/s, TCP transactions/s, p50 µs, p99 µs.
+fn print_rates(rounds: &[[[f64; 4]; 3]]) {
+    let col = |arm: usize, k: usize| median(rounds.iter().map(|r| r[arm][k]).collect());
+    let ratio = |arm: usize, k: usize| median(rounds.iter().map(|r| r[arm][k] / r[0][k]).collect());
+    let added = |arm: usize, k: usize| median(rounds.iter().map(|r| r[arm][k] - r[0][k]).collect());
     println!(
-        "| UDP {SMALL_PAYLOAD}-byte datagrams received/s | {:.0} | {:.0} | {:.1} % |",
-        col(0, 0),
-        col(1, 0),
-        100.0 * ratio(0)
+        "### small packets pod to pod across the bridge ({SMALL_SECONDS} s each; nothing, the empty program, trustmap alternating; median of {SMALL_ROUNDS} rounds)\n"
     );
     println!(
-        "| TCP 1-byte request/response transactions/s | {:.0} | {:.0} | {:.1} % |",
-        col(0, 1),
-        col(1, 1),
-        100.0 * ratio(1)
+        "| measure | nothing attached | empty program | trustmap | empty / nothing | trustmap / nothing |"
     );
-    println!(
-        "| TCP request/response p50 latency | {:.1} µs | {:.1} µs | +{:.2} µs |",
-        col(0, 2),
-        col(1, 2),
-        added(2)
-    );
-    println!(
-        "| TCP request/response p99 latency | {:.1} µs | {:.1} µs | +{:.2} µs |\n",
-        col(0, 3),
-        col(1, 3),
-        added(3)
-    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (k, what) in [
+        (0, format!("UDP {SMALL_PAYLOAD}-byte datagrams received/s")),
+        (1, "TCP 1-byte request/response transactions/s".to_owned()),
+    ] {
+        println!(
+            "| {what} | {:.0} | {:.0} | {:.0} | {:.1} % | {:.1} % |",
+            col(0, k),
+            col(1, k),
+            col(2, k),
+            100.0 * ratio(1, k),
+            100.0 * ratio(2, k)
+        );
+    }
+    for (k, q) in [(2, "p50"), (3, "p99")] {
+        println!(
+            "| TCP request/response {q} latency | {:.1} µs | {:.1} µs | {:.1} µs | {:+.2} µs | {:+.2} µs |",
+            col(0, k),
+            col(1, k),
+            col(2, k),
+            added(1, k),
+            added(2, k)
+        );
+    }
 }
 
 fn iperf(client_ns: &str, server: IpAddr) -> f64 {
