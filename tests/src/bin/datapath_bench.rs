@@ -599,6 +599,9 @@ const SMALL_SECONDS: f64 = 2.0;
 const SMALL_ROUNDS: usize = 9;
 /// UDP payload of the small-packet flood: 64 bytes, as netperf's `UDP_STREAM -m 64`.
 const SMALL_PAYLOAD: usize = 64;
+/// The small-packet set-ups: nothing attached, the empty program, trustmap's programs attached
+/// directly (no agent process), `trustmap observe`.
+const ARMS: usize = 4;
 
 /// Programs of `object` on both hooks of the given interfaces by TCX, `ingress` on ingress and
 /// `egress` on egress (FLOWS and the rings of trustmap's object are its own, unread). Detached
@@ -682,11 +685,10 @@ fn run_stats(names: &[&str]) -> (f64, u64) {
 
 /// Small packets pod to pod across the bridge: a UDP flood of 64-byte datagrams (the rate the
 /// server receives), and TCP request/response of one byte each way on one connection
-/// (transactions per second, and the latency of each). Three set-ups, alternating round by
-/// round: nothing attached, the empty program on both hooks of both veths, and
-/// `trustmap observe`. The client's threads run on CPU 0, the server's on CPU 1. Then, with the
-/// kernel's BPF run-time accounting on, the same traffic once more, for the programs' own cost
-/// per run under it.
+/// (transactions per second, and the latency of each). Four set-ups, alternating round by
+/// round, each round starting with the next: nothing attached, the empty program on both
+/// hooks of both veths, trustmap's programs attached the same way (no agent process), and
+/// `trustmap observe`. The client's threads run on CPU 0, the server's on CPU 1.
 fn small_packets() {
     small(true);
 }
@@ -828,16 +830,30 @@ fn small(rates: bool) {
     };
     // Per round and set-up (nothing, empty program, trustmap): UDP packets/s, TCP
     // transactions/s, p50 µs, p99 µs.
-    let mut rounds: Vec<[[f64; 4]; 3]> = Vec::new();
-    for _ in 0..if rates { SMALL_ROUNDS } else { 0 } {
-        let mut round = [[0.0; 4]; 3];
-        for (i, slot) in round.iter_mut().enumerate() {
-            let nop = (i == 1).then(|| AttachedEverywhere::nop(&veths));
-            let agent = (i == 2).then(start_agent);
+    let mut rounds: Vec<[[f64; 4]; ARMS]> = Vec::new();
+    // The agent's CPU time per second of its arm, per round.
+    let mut agent_cpu = Vec::new();
+    for r in 0..if rates { SMALL_ROUNDS } else { 0 } {
+        let mut round = [[0.0; 4]; ARMS];
+        // Each round starts with another set-up, so that none always comes first or last.
+        for j in 0..ARMS {
+            let i = (r + j) % ARMS;
+            let slot = &mut round[i];
+            let attached = match i {
+                1 => Some(AttachedEverywhere::nop(&veths)),
+                2 => Some(AttachedEverywhere::trustmap(&veths)),
+                _ => None,
+            };
+            let agent = (i == 3).then(start_agent);
+            let cpu0 = agent.as_ref().map(|a| cpu_seconds(a.pid()));
+            let t0 = Instant::now();
             let pps = udp_rate();
             let (tps, p50, p99) = tcp_rr();
             *slot = [pps, tps, p50, p99];
-            drop(nop);
+            if let (Some(a), Some(c)) = (&agent, cpu0) {
+                agent_cpu.push((cpu_seconds(a.pid()) - c) / t0.elapsed().as_secs_f64());
+            }
+            drop(attached);
             if let Some(mut agent) = agent {
                 agent.stop();
             }
@@ -889,6 +905,10 @@ fn small(rates: bool) {
     let _ = (sink.join(), echo.join());
     if rates {
         print_rates(&rounds);
+        println!(
+            "The agent used {:.3} cores during its measurements (median of its rounds).\n",
+            median(agent_cpu)
+        );
         return;
     }
     println!(
@@ -910,38 +930,42 @@ fn small(rates: bool) {
 
 /// The small-packet rates: per round and set-up (nothing, empty program, trustmap), UDP
 /// packets/s, TCP transactions/s, p50 µs, p99 µs.
-fn print_rates(rounds: &[[[f64; 4]; 3]]) {
+fn print_rates(rounds: &[[[f64; 4]; ARMS]]) {
     let col = |arm: usize, k: usize| median(rounds.iter().map(|r| r[arm][k]).collect());
     let ratio = |arm: usize, k: usize| median(rounds.iter().map(|r| r[arm][k] / r[0][k]).collect());
     let added = |arm: usize, k: usize| median(rounds.iter().map(|r| r[arm][k] - r[0][k]).collect());
     println!(
-        "### small packets pod to pod across the bridge ({SMALL_SECONDS} s each; nothing, the empty program, trustmap alternating; median of {SMALL_ROUNDS} rounds)\n"
+        "### small packets pod to pod across the bridge ({SMALL_SECONDS} s each; the four set-ups alternating; median of {SMALL_ROUNDS} rounds, ratios and differences to nothing attached per round)\n"
     );
     println!(
-        "| measure | nothing attached | empty program | trustmap | empty / nothing | trustmap / nothing |"
+        "| measure | nothing attached | empty program | trustmap's programs | trustmap observe | empty | programs | observe |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (k, what) in [
         (0, format!("UDP {SMALL_PAYLOAD}-byte datagrams delivered/s")),
         (1, "TCP 1-byte request/response transactions/s".to_owned()),
     ] {
         println!(
-            "| {what} | {:.0} | {:.0} | {:.0} | {:.1} % | {:.1} % |",
+            "| {what} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} % | {:.1} % | {:.1} % |",
             col(0, k),
             col(1, k),
             col(2, k),
+            col(3, k),
             100.0 * ratio(1, k),
-            100.0 * ratio(2, k)
+            100.0 * ratio(2, k),
+            100.0 * ratio(3, k)
         );
     }
     for (k, q) in [(2, "p50"), (3, "p99")] {
         println!(
-            "| TCP request/response {q} latency | {:.1} µs | {:.1} µs | {:.1} µs | {:+.2} µs | {:+.2} µs |",
+            "| TCP request/response {q} latency | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs | {:+.2} µs | {:+.2} µs | {:+.2} µs |",
             col(0, k),
             col(1, k),
             col(2, k),
+            col(3, k),
             added(1, k),
-            added(2, k)
+            added(2, k),
+            added(3, k)
         );
     }
     println!();
