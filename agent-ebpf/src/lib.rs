@@ -67,8 +67,8 @@ pub mod direction {
 
 /// Indices of the per-CPU `COUNTERS` array.
 pub mod counter {
-    /// Packets the programs ran on; counted only with `--flow-stats` (`FLOW_STATS`), which
-    /// takes the fast path's one remaining map operation.
+    /// Packets the programs ran on, counted only with `--flow-stats` (`FLOW_STATS`): counting
+    /// is a map operation, which the fast path otherwise avoids.
     pub const PACKETS: u32 = 0;
     /// Connection-start events written to the ring buffer.
     pub const EVENTS: u32 = 1;
@@ -80,8 +80,9 @@ pub mod counter {
     pub const NON_IP: u32 = 4;
     /// Non-first IP fragments, which carry no transport header.
     pub const FRAGMENTS: u32 = 5;
-    /// TCP packets with FIN, RST or SYN-ACK (every TCP packet with `--flow-stats`) of a
-    /// connection the programs do not know: it predates the agent, or its entry was evicted.
+    /// TCP packets with FIN, RST or SYN-ACK (every TCP packet with `--flow-stats`, or while a
+    /// lost start waits) of a connection the programs do not know: it predates the agent, or
+    /// its entry was evicted.
     pub const TCP_MIDSTREAM: u32 = 6;
     /// ICMP errors, neighbour discovery and other control messages, which are not connections.
     pub const ICMP_CONTROL: u32 = 7;
@@ -124,10 +125,11 @@ pub struct FlowKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowStats {
     /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE, a tick's resolution) of the packet
-    /// that started the connection, and of the latest one.
+    /// that started the connection.
     pub first_seen_ns: u64,
-    /// The latest packet that took the slow path: every packet but a TCP one without SYN, FIN
-    /// or RST (every packet with `--flow-stats`).
+    /// The same clock for the latest packet that took the slow path: not a TCP packet without
+    /// SYN, FIN or RST, nor a packet the flow cache settled (it lags by at most 100 jiffies);
+    /// every packet with `--flow-stats`.
     pub last_seen_ns: u64,
     /// Packets and octets both ways, with `--flow-stats` only (0 otherwise).
     pub packets: u64,
