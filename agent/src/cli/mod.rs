@@ -6,6 +6,7 @@ mod blast_radius;
 mod check;
 mod crd;
 mod diff;
+mod docs;
 mod explain;
 mod export;
 mod graph;
@@ -62,6 +63,10 @@ pub enum Command {
     BlastRadius(blast_radius::BlastRadiusArgs),
     /// Draw workloads, externals and nodes with edges coloured by verdict (DOT, Mermaid, HTML).
     Graph(graph::GraphArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(docs::CompletionArgs),
+    /// Write man pages for trustmap and each of its commands.
+    Man(docs::ManArgs),
 }
 
 impl Command {
@@ -81,6 +86,8 @@ impl Command {
             Self::Lint(args) => lint::run(args),
             Self::BlastRadius(args) => blast_radius::run(args),
             Self::Graph(args) => graph::run(args),
+            Self::Completion(args) => docs::completion(args),
+            Self::Man(args) => docs::man(args),
         }
     }
 }
