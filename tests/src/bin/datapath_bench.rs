@@ -1,13 +1,18 @@
-//! `cargo xtask bench`, datapath part: the figures of BENCHMARKS.md.
+//! `cargo xtask bench`, datapath part: the figures of BENCHMARKS.md. Each part can run alone:
+//! `trustmap-datapath-bench <part>...` (see [`PARTS`]); without one, all run.
 //!
-//! 1. ns per packet of the TC programs, by BPF_PROG_TEST_RUN, beside the empty pass-through
-//!    program `nop` measured in the same run: an established TCP packet repeated; connection
-//!    starts as distinct 5-tuples, one per run, so that every packet inserts a flow.
-//! 2. iperf3 TCP throughput between two pods across veth and bridge, without and with the agent,
-//!    alternating.
-//! 3. A burst of new connections: captured against generated, with the drop counter.
-//! 4. The whole agent (`trustmap agent`) under 10 000 new connections per second: its CPU and
-//!    its memory once it tracks 100 000 flows and holds 20 000 edges.
+//! - `per-packet`: ns per packet of a known flow (established TCP, answered UDP), by
+//!   BPF_PROG_TEST_RUN, beside the empty pass-through program `nop` in alternating rounds.
+//! - `starts`: ns per connection start, distinct 5-tuples, one per call and in a burst.
+//! - `memory`: the flow table's memory by the kernel's count, at the default and at 1 M.
+//! - `small-packets`: UDP 64-byte rate and TCP request/response between two pods, with
+//!   nothing, the empty program, trustmap's programs and `trustmap observe` attached.
+//! - `per-run`: the programs' own cost per run under that traffic (`bpf_stats_enabled`).
+//! - `throughput`: iperf3 TCP between two pods, without and with the agent, alternating.
+//! - `burst`: new connections captured against generated, with the drop counter.
+//! - `agent`: the whole agent (`trustmap agent`) under 10 000 new connections per second, its
+//!   CPU and its memory once it tracks 100 000 flows and holds 20 000 edges.
+//! - `attach`: from a new veth to the programs attached.
 
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
