@@ -649,12 +649,15 @@ fn track(ctx: &TcContext, pkt: &Packet, dir: u8) {
     );
     // SAFETY: the global is written only by the loader, before the program runs.
     let idle = unsafe { core::ptr::read_volatile(&IDLE_TIMEOUT_NS) };
-    // The flow cache, for the common packet of other protocols than TCP.
-    let cached = !tcp && !pkt.refuses && cache_on();
-    let slot = cache_index(&key);
-    // SAFETY: the helper has no preconditions.
-    let jiffies = unsafe { bpf_jiffies64() };
-    if cached && cache_hit(slot, &key, a_is_src, jiffies) {
+    // The flow cache, for the common packet of other protocols than TCP: its slot and the
+    // time, read only when it is in play.
+    let cache = (!tcp && !pkt.refuses && cache_on()).then(|| {
+        // SAFETY: the helper has no preconditions.
+        (cache_index(&key), unsafe { bpf_jiffies64() })
+    });
+    if let Some((slot, jiffies)) = cache
+        && cache_hit(slot, &key, a_is_src, jiffies)
+    {
         return;
     }
     // The coarse clock (a tick, a few ms) is plenty for idle timeouts and event times, and
@@ -731,7 +734,7 @@ fn track(ctx: &TcContext, pkt: &Packet, dir: u8) {
                     stats.unreported = 0;
                 }
             }
-            if cached {
+            if let Some((slot, jiffies)) = cache {
                 // Reported, and settled or waiting for the responder: the next packets that
                 // cannot change the entry need nothing from `FLOWS` for a while.
                 let initiator = if stats.initiator_is_a != 0 { 1 } else { 2 };

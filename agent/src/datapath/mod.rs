@@ -144,6 +144,15 @@ pub struct Datapath {
     bss: Array<MapData, u32>,
 }
 
+/// Takes the map `name` out of the loaded object, as the typed map `T`.
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(Error::Missing(name))?;
+    T::try_from(map).map_err(|source| Error::Map { name, source })
+}
+
 /// clsact filter priority: 1, the first to run.
 const CLSACT_PRIORITY: u16 = 1;
 
@@ -183,54 +192,12 @@ impl Datapath {
             prog.load()
                 .map_err(|source| Error::Program { name, source })?;
         }
-        let events = RingBuf::try_from(
-            ebpf.take_map(names::MAP_EVENTS)
-                .ok_or(Error::Missing("EVENTS map"))?,
-        )
-        .map_err(|source| Error::Map {
-            name: names::MAP_EVENTS,
-            source,
-        })?;
-        let dns = RingBuf::try_from(
-            ebpf.take_map(names::MAP_DNS_EVENTS)
-                .ok_or(Error::Missing("DNS_EVENTS map"))?,
-        )
-        .map_err(|source| Error::Map {
-            name: names::MAP_DNS_EVENTS,
-            source,
-        })?;
-        let counters = PerCpuArray::try_from(
-            ebpf.take_map(names::MAP_COUNTERS)
-                .ok_or(Error::Missing("COUNTERS map"))?,
-        )
-        .map_err(|source| Error::Map {
-            name: names::MAP_COUNTERS,
-            source,
-        })?;
-        let syn_seen = Array::try_from(
-            ebpf.take_map(names::MAP_SYN_SEEN)
-                .ok_or(Error::Missing("SYN_SEEN map"))?,
-        )
-        .map_err(|source| Error::Map {
-            name: names::MAP_SYN_SEEN,
-            source,
-        })?;
-        let flows = HashMap::try_from(
-            ebpf.take_map(names::MAP_FLOWS)
-                .ok_or(Error::Missing("FLOWS map"))?,
-        )
-        .map_err(|source| Error::Map {
-            name: names::MAP_FLOWS,
-            source,
-        })?;
-        let bss = Array::try_from(
-            ebpf.take_map(names::MAP_BSS)
-                .ok_or(Error::Missing(".bss map"))?,
-        )
-        .map_err(|source| Error::Map {
-            name: names::MAP_BSS,
-            source,
-        })?;
+        let events = take_map(&mut ebpf, names::MAP_EVENTS)?;
+        let dns = take_map(&mut ebpf, names::MAP_DNS_EVENTS)?;
+        let counters = take_map(&mut ebpf, names::MAP_COUNTERS)?;
+        let syn_seen = take_map(&mut ebpf, names::MAP_SYN_SEEN)?;
+        let flows = take_map(&mut ebpf, names::MAP_FLOWS)?;
+        let bss = take_map(&mut ebpf, names::MAP_BSS)?;
         let mode = config.attach_mode;
         Ok((
             Self {
