@@ -221,7 +221,10 @@ fn agent_flags_would_deny_alerts_outside_the_baseline_counts_and_keeps_its_graph
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(
-        page.contains("text/html") && page.contains("<svg") && page.contains("shop"),
+        page.contains("text/html")
+            && page.contains("<svg")
+            && page.contains("elkjs 0.12.1")
+            && page.contains("\"group\":\"shop\""),
         "/graph is not the flow graph page:\n{}",
         &page[..page.len().min(2000)]
     );

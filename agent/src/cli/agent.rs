@@ -34,7 +34,7 @@ use crate::{
         server, store,
     },
     graph,
-    identity::{Identities, IdentityOptions},
+    identity::{Identities, IdentityOptions, WorkloadSelectors},
     inventory::{Loaded, load_paths},
     kube::{
         DEFAULT_NAMESPACE, EventSink, EventSinkConfig, KubeInventory, PodScope, PublishLoop,
@@ -44,7 +44,7 @@ use crate::{
     policy::{Evaluator, Labels, Policy},
     reach,
     render::{self, GraphModel},
-    synth::SynthOptions,
+    synth::{self, SynthOptions},
 };
 
 #[derive(Debug, clap::Args)]
@@ -494,7 +494,15 @@ async fn agent(
                 }
                 _ = draw.tick() => {
                     let observed = reach::observed_connections(&ids, &pipeline.graph);
-                    let model = GraphModel::build(flagger.current(), Some(&observed));
+                    let selectors = WorkloadSelectors::new(&ids);
+                    let ctx = synth::Context {
+                        identities: &ids,
+                        selectors: &selectors,
+                        cluster_cidrs: ids.cluster_cidrs(),
+                    };
+                    let learned = synth::learn(&ctx, &pipeline.graph, &synth_opts);
+                    let model = GraphModel::build(flagger.current(), Some(&observed))
+                        .with_policies(&learned);
                     let page = render::render_html(&model, &format!("trustmap: {node_title}"));
                     if let Ok(mut g) = shared.graph.write() {
                         *g = page;

@@ -6,12 +6,13 @@ use std::{
     process::ExitCode,
 };
 
-use super::learn::build_graph;
+use super::learn::{build_graph, synthesize};
 use crate::{
     identity::{Identities, IdentityOptions},
     policy::Evaluator,
     reach::observed_connections,
     render::{GraphModel, render_html, to_dot, to_mermaid},
+    synth::SynthOptions,
 };
 
 #[derive(Debug, clap::Args)]
@@ -43,7 +44,12 @@ pub fn run(args: GraphArgs) -> anyhow::Result<ExitCode> {
         Some(build_graph(&ids, &args.flows, &[], None, false)?.0)
     };
     let observed = graph.as_ref().map(|g| observed_connections(&ids, g));
-    let model = GraphModel::build(&ev, observed.as_deref());
+    let mut model = GraphModel::build(&ev, observed.as_deref());
+    if let (Some(g), GraphFormat::Html) = (&graph, args.output) {
+        // The page shows each workload's learned policy, with learn's defaults.
+        let learned = synthesize(&ids, g, &SynthOptions::default())?;
+        model = model.with_policies(&learned);
+    }
     let title = args.source.describe();
     let text = match args.output {
         GraphFormat::Dot => to_dot(&model),

@@ -12,7 +12,6 @@
 
 mod dot;
 mod html;
-mod layout;
 
 pub use dot::{to_dot, to_mermaid};
 pub use html::render_html;
@@ -25,7 +24,8 @@ use crate::{
     flow::Protocol,
     inventory::{Inventory, Resolved},
     policy::{Connection, Evaluator, Explanation, PortSet},
-    reach::{ObservedConnection, reach_matrix},
+    reach::{ObservedConnection, reach_matrix, report},
+    synth::{Learned, to_yaml},
 };
 
 /// What an edge means.
@@ -129,7 +129,36 @@ pub struct GraphModel {
     pub edges: Vec<GraphEdge>,
     /// Whether flows were given (otherwise no edge is observed, excess or denied).
     pub with_flows: bool,
+    /// The learned policy of each workload, as YAML, by node id (`ns/Kind/name`); the page
+    /// shows it when the workload is selected.
+    pub policies: BTreeMap<String, String>,
+    /// Each in-cluster workload's blast radius under the policies (as `trustmap blast-radius`
+    /// reports it), by node id.
+    pub blast: BTreeMap<String, NodeBlast>,
 }
+
+/// What a workload could reach if it were compromised, by what the policies allow.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct NodeBlast {
+    /// Pods it may connect to directly.
+    pub reach_pods: u64,
+    /// Pods reached by hopping, all hops together.
+    pub transitive_pods: u64,
+    /// Whether it may connect outside the cluster.
+    pub reach_external: bool,
+    /// Pods that may connect to it.
+    pub reached_by_pods: u64,
+    /// `hops[i]`: pods first reached at hop `i + 1`.
+    pub hops: Vec<u64>,
+    /// The workloads reached, nearest first, with their hop counts; at most
+    /// [`BLAST_LISTED`] of them.
+    pub reached: Vec<(String, u32)>,
+    /// How many workloads are reached in all.
+    pub reached_total: usize,
+}
+
+/// How many reached workloads a node's blast radius lists.
+pub const BLAST_LISTED: usize = 100;
 
 /// The group of nodes outside every namespace.
 pub const OUTSIDE: &str = "(outside)";
@@ -330,6 +359,24 @@ impl GraphModel {
                 });
             }
         }
+        let inv = ev.inventory();
+        for row in report(inv, &entities, &m).rows {
+            let blast = NodeBlast {
+                reach_pods: row.reach_pods,
+                transitive_pods: row.transitive_pods,
+                reach_external: row.reach_external,
+                reached_by_pods: row.reached_by_pods,
+                hops: row.hops,
+                reached_total: row.reached.len(),
+                reached: row
+                    .reached
+                    .into_iter()
+                    .take(BLAST_LISTED)
+                    .map(|r| (r.workload, r.hops))
+                    .collect(),
+            };
+            b.model.blast.insert(row.workload, blast);
+        }
         let mut model = b.model;
         model.edges = b
             .edges
@@ -342,6 +389,20 @@ impl GraphModel {
             })
             .collect();
         model
+    }
+
+    /// Attaches learned policies, one YAML document per workload, to the nodes they select.
+    /// A namespace's default deny has no workload and is left out.
+    pub fn with_policies(mut self, learned: &Learned) -> Self {
+        for p in &learned.policies {
+            let Some(w) = &p.workload else { continue };
+            let yaml = match to_yaml(p) {
+                Ok(y) => y,
+                Err(e) => format!("# the policy could not be rendered: {e}\n"),
+            };
+            self.policies.insert(w.to_string(), yaml);
+        }
+        self
     }
 
     /// Node indexes by group, groups in name order (the outside last), nodes by id.

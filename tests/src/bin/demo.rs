@@ -3,8 +3,8 @@
 //! A shop (frontend, api, db, cache) and a DNS server run in a mini-cluster of network namespaces,
 //! with an external payment host. A NetworkPolicy already exists and is too permissive in one
 //! place and wrong in another. The demo observes the traffic with the real agent, learns
-//! least-privilege policies, diffs them against the existing one, and prints the would-deny
-//! flags.
+//! least-privilege policies, diffs them against the existing one, prints the would-deny
+//! flags and the lint findings, and draws the flow map.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -295,6 +295,24 @@ fn main() {
     ]);
     for line in blast.lines() {
         println!("   {line}");
+    }
+    section("6. map: trustmap graph --manifests ... --flows flows.jsonl -o html");
+    let (ok, page) = trustmap(&[
+        "graph",
+        "--manifests",
+        &all_manifests[0],
+        &all_manifests[1],
+        "--flows",
+        &flows_s,
+        "-o",
+        "html",
+    ]);
+    let map = work.join("flow-map.html");
+    if ok {
+        std::fs::write(&map, page).expect("flow map");
+        println!("   open {} in a browser", map.display());
+    } else {
+        println!("   trustmap graph failed: {page}");
     }
     println!("\n   files: {}", work.display());
 }
