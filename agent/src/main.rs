@@ -2,11 +2,20 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-use trustmap::cli::Cli;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser as _};
+use trustmap::cli::{Cli, plugin};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = if args.first().is_some_and(plugin::is_plugin) {
+        // Run as `kubectl trustmap`: help and errors say so.
+        let matches = Cli::command()
+            .bin_name(plugin::BIN_NAME)
+            .get_matches_from(plugin::plugin_args(args));
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    } else {
+        Cli::parse()
+    };
     trustmap::cli::init_tracing(cli.log_format);
     match cli.command.run() {
         Ok(code) => code,

@@ -112,3 +112,57 @@ fn sarif_output_has_rule_metadata_and_locations() {
         assert!(r["partialFingerprints"].is_object());
     }
 }
+
+/// `-n NAMESPACE`, as kubectl scopes a command: exactly the findings about that namespace,
+/// and the same ones `trustmap lint` gives without it.
+#[test]
+fn namespace_flag_keeps_exactly_that_namespaces_findings() {
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_trustmap"))
+            .args(["lint", "--fail-on", "never", "-o", "json", "--manifests"])
+            .arg(data("planted"))
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("trustmap runs");
+        assert_eq!(out.status.code(), Some(0));
+        findings(&out)
+    };
+    let all = run(&[]);
+    let namespace_of = |f: &Value| -> Option<String> {
+        let name = match f["object"].as_str() {
+            Some(o) => o
+                .strip_prefix("namespace ")
+                .or_else(|| o.strip_prefix("Service "))
+                .unwrap_or(o)
+                .to_owned(),
+            None => f["policy"].as_str()?.to_owned(),
+        };
+        name.split('/').next().map(str::to_owned)
+    };
+    let namespaces: BTreeSet<String> = all.iter().filter_map(namespace_of).collect();
+    assert!(namespaces.len() >= 2, "{namespaces:?}");
+    let mut covered = 0;
+    for ns in &namespaces {
+        let scoped = run(&["-n", ns]);
+        let want: Vec<Value> = all
+            .iter()
+            .filter(|f| namespace_of(f).as_deref() == Some(ns.as_str()))
+            .cloned()
+            .collect();
+        assert!(!scoped.is_empty(), "{ns}");
+        assert_eq!(scoped, want, "-n {ns}");
+        covered += scoped.len();
+    }
+    // Only cluster-scoped findings (the admin layers) are in no namespace.
+    let cluster_scoped = all
+        .iter()
+        .filter(|f| {
+            f["policy"].as_str().is_some_and(|p| {
+                p.starts_with("ClusterNetworkPolicy/") || p.contains("AdminNetworkPolicy/")
+            }) && f["object"].is_null()
+        })
+        .count();
+    assert_eq!(covered + cluster_scoped, all.len());
+    assert_eq!(run(&["-n", "no-such-namespace"]), Vec::<Value>::new());
+}

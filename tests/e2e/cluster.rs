@@ -175,6 +175,87 @@ fn from_cluster(cp: &ControlPlane, args: &[&str]) -> (String, String) {
     (out, err)
 }
 
+/// `kubectl trustmap lint` through the real kubectl, which finds `kubectl-trustmap` on PATH
+/// and passes the flags after the plugin name through: `--kubeconfig`, `--context` and `-n`
+/// reach trustmap, which reads the live cluster without `--from-cluster`. `-n shop` keeps
+/// exactly the findings of `trustmap lint --from-cluster` about the shop namespace.
+fn kubectl_plugin_lints_one_namespace(cp: &ControlPlane, all: &Value) {
+    let dir = cp.dir.join("plugin-bin");
+    std::fs::create_dir_all(&dir).expect("plugin dir");
+    let link = dir.join("kubectl-trustmap");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(trustmap_bin(), &link).expect("kubectl-trustmap link");
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let kubectl = |args: &[&str]| {
+        std::process::Command::new(cp.kubectl_path())
+            .arg("trustmap")
+            .args(args)
+            .env("PATH", &path)
+            .env("RUST_LOG", "warn")
+            .env_remove("KUBECONFIG")
+            .output()
+            .expect("running kubectl trustmap")
+    };
+    let kc = cp.admin_kubeconfig.display().to_string();
+    let out = kubectl(&[
+        "lint",
+        "--kubeconfig",
+        &kc,
+        "--context",
+        "admin@trustmap-test",
+        "-n",
+        "shop",
+        "-o",
+        "json",
+        "--fail-on",
+        "never",
+    ]);
+    assert!(
+        out.status.success(),
+        "kubectl trustmap lint failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let scoped: Value = serde_json::from_slice(&out.stdout).expect("plugin lint JSON");
+    let key = |f: &Value| f.to_string();
+    // The namespace a finding is about, from its object (`namespace shop`, `Service shop/api`,
+    // `shop/Deployment/api`) or else its policy (`shop/name`).
+    let in_shop = |f: &&Value| match f["object"].as_str() {
+        Some(o) => {
+            o == "namespace shop" || o.starts_with("Service shop/") || o.starts_with("shop/")
+        }
+        None => f["policy"].as_str().is_some_and(|p| p.starts_with("shop/")),
+    };
+    let want: BTreeSet<_> = all
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(in_shop)
+        .map(key)
+        .collect();
+    let got: BTreeSet<_> = scoped
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(key)
+        .collect();
+    assert!(!want.is_empty(), "the shop has findings: {all}");
+    assert_eq!(got, want, "kubectl trustmap lint -n shop");
+    // kubectl's usage, and a context the kubeconfig does not have: a clear error, exit 2.
+    let help = kubectl(&["lint", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Usage: kubectl trustmap lint"));
+    let bad = kubectl(&["lint", "--kubeconfig", &kc, "--context", "nope"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("nope"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
 #[test]
 fn cluster_users_path_against_a_real_control_plane() {
     let d = deploy();
@@ -376,6 +457,7 @@ fn cluster_users_path_against_a_real_control_plane() {
         1.0,
         "only the db's probe is flagged once the learned policies are applied"
     );
+    kubectl_plugin_lints_one_namespace(cp, &lint);
 
     // Alert mode: an unexpected flow gives an Event, a webhook call and the metric.
     cp.kubectl_run(&["annotate", "namespace", "shop", "trustmap.dev/mode=alert"]);

@@ -108,7 +108,12 @@ pub fn run(args: BlastRadiusArgs) -> anyhow::Result<ExitCode> {
     };
     let pick = |r: &BlastReport| -> anyhow::Result<Vec<BlastRow>> {
         match &args.from {
-            None => Ok(r.rows.clone()),
+            None => Ok(r
+                .rows
+                .iter()
+                .filter(|row| args.source.in_scope(&row.workload))
+                .cloned()
+                .collect()),
             Some(w) => {
                 let rows: Vec<BlastRow> = r
                     .rows

@@ -74,6 +74,8 @@ struct ErrorLine<'a> {
 }
 
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    args.source
+        .reject_namespace("check", "reports on the flows it is given")?;
     let loaded = args.source.load()?;
     let ev = Evaluator::new(&loaded.inventory, &loaded.policies).with_admin(&loaded.admin);
     let ids = Identities::new(&loaded.inventory, IdentityOptions::default());

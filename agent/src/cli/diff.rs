@@ -51,6 +51,8 @@ pub enum DiffFormat {
 }
 
 pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
+    args.source
+        .reject_namespace("diff", "compares the policy sets it is given")?;
     if args.learned.is_empty() && args.flows.is_empty() {
         bail!("nothing to compare with: give --learned DIR or --flows FILE");
     }

@@ -62,6 +62,8 @@ impl FromStr for PortArg {
 }
 
 pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    args.source
+        .reject_namespace("explain", "names both ends in full (namespace/Kind/name)")?;
     let loaded = args.source.load()?;
     let ev = Evaluator::new(&loaded.inventory, &loaded.policies).with_admin(&loaded.admin);
     let record = FlowRecord::new(args.port.protocol, args.from, args.to, args.port.port);

@@ -16,8 +16,8 @@ use super::learn::{SynthArgs, synthesize, write_dir};
 use crate::{
     identity::Identities,
     kube::{
-        DEFAULT_NAMESPACE, KubeInventory, PodScope, client_from_kubeconfig, fetch_edges,
-        records_to_graph, write_json_lines,
+        DEFAULT_NAMESPACE, KubeInventory, PodScope, client_for, fetch_edges, records_to_graph,
+        write_json_lines,
     },
 };
 
@@ -29,9 +29,16 @@ pub struct ExportArgs {
     /// Kubeconfig file; default as kubectl: KUBECONFIG, ~/.kube/config, or in-cluster.
     #[arg(long, requires = "from_cluster")]
     pub kubeconfig: Option<PathBuf>,
-    /// Namespace of the FlowEdges objects (where trustmap is installed).
-    #[arg(long, default_value = DEFAULT_NAMESPACE)]
-    pub namespace: String,
+    /// Kubeconfig context; default: the current context.
+    #[arg(long, requires = "from_cluster")]
+    pub context: Option<String>,
+    /// Namespace of the FlowEdges objects: where trustmap is installed.
+    #[arg(long, value_name = "NAMESPACE", default_value = DEFAULT_NAMESPACE)]
+    pub trustmap_namespace: String,
+    /// With --policies: learn only the workloads of this namespace, as kubectl's -n scopes a
+    /// command (the edges of every namespace are still read).
+    #[arg(short = 'n', long = "namespace", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
     /// Where to write the JSON lines; `-` for stdout.
     #[arg(short = 'o', long, default_value = "-")]
     pub output: String,
@@ -56,8 +63,8 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let (edges, loaded) = runtime.block_on(async {
-        let client = client_from_kubeconfig(args.kubeconfig.as_deref()).await?;
-        let edges = fetch_edges(client.clone(), &args.namespace).await?;
+        let client = client_for(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+        let edges = fetch_edges(client.clone(), &args.trustmap_namespace).await?;
         let loaded = match &args.policies {
             None => None,
             Some(_) => {
@@ -85,7 +92,8 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("writing {}", args.output))?;
     tracing::info!(edges = edges.len(), "export done");
     if let (Some(dir), Some(loaded)) = (&args.policies, loaded) {
-        let (id_opts, synth_opts) = args.synth.options(&[])?;
+        let only: Vec<String> = args.namespace.iter().cloned().collect();
+        let (id_opts, synth_opts) = args.synth.options(&only)?;
         let ids = Identities::new(&loaded.inventory, id_opts);
         let (graph, unreadable) = records_to_graph(&edges);
         if let Some(example) = unreadable.first() {

@@ -50,7 +50,13 @@ pub fn run(args: GraphArgs) -> anyhow::Result<ExitCode> {
         let learned = synthesize(&ids, g, &SynthOptions::default())?;
         model = model.with_policies(&learned);
     }
-    let title = args.source.describe();
+    if let Some(ns) = &args.source.namespace {
+        model = model.scoped(ns);
+    }
+    let title = match &args.source.namespace {
+        Some(ns) => format!("{} (namespace {ns})", args.source.describe()),
+        None => args.source.describe(),
+    };
     let text = match args.output {
         GraphFormat::Dot => to_dot(&model),
         GraphFormat::Mermaid => to_mermaid(&model),

@@ -152,7 +152,7 @@ pub fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
         Some(build_graph(&ids, &args.flows, &[], None, false)?.0)
     };
     let observed = graph.as_ref().map(|g| observed_connections(&ids, g));
-    let findings = lint::lint(&LintInput {
+    let mut findings = lint::lint(&LintInput {
         inventory: &loaded.inventory,
         policies: &loaded.policies,
         admin: &loaded.admin,
@@ -160,6 +160,11 @@ pub fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
         observed: observed.as_deref(),
         options: &opts,
     });
+    // -n: the findings about that namespace's policies and objects; cluster-scoped layers are
+    // left out, as kubectl's -n leaves out cluster-scoped objects.
+    if let Some(ns) = &args.source.namespace {
+        findings.retain(|f| f.subject.namespace() == Some(ns.as_str()));
+    }
     let text = match args.output {
         LintFormat::Table => lint::to_table(&findings),
         LintFormat::Json => lint::to_json(&findings) + "\n",

@@ -27,7 +27,10 @@ pub enum MatrixFormat {
 pub fn run(args: MatrixArgs) -> anyhow::Result<ExitCode> {
     let loaded = args.source.load()?;
     let ev = Evaluator::new(&loaded.inventory, &loaded.policies).with_admin(&loaded.admin);
-    let m = ev.matrix();
+    let mut m = ev.matrix();
+    // -n: the pairs with an end in that namespace.
+    m.allowed
+        .retain(|c| args.source.in_scope(&c.src) || args.source.in_scope(&c.dst));
     let mut out = BufWriter::new(io::stdout().lock());
     match args.output {
         MatrixFormat::Json => {

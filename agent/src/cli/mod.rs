@@ -14,6 +14,7 @@ mod learn;
 mod lint;
 mod matrix;
 mod observe;
+pub mod plugin;
 mod source;
 
 use std::process::ExitCode;

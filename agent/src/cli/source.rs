@@ -40,6 +40,10 @@ pub struct SourceArgs {
     /// Kubeconfig context for --from-cluster; default: the current context.
     #[arg(long, requires = "from_cluster")]
     pub context: Option<String>,
+    /// Report only on this namespace, as kubectl's -n does. The whole cluster (or every
+    /// manifest) is still read, because policies elsewhere decide this namespace's traffic.
+    #[arg(short = 'n', long = "namespace", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
     /// Report fields a kind does not have (typos such as `polcyTypes`) as warnings instead of
     /// errors.
     #[arg(long)]
@@ -151,6 +155,24 @@ impl SourceArgs {
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
+        }
+    }
+
+    /// Whether a name (`namespace/...`, or a bare namespace) is in the `-n` scope; everything
+    /// is without `-n`.
+    pub fn in_scope(&self, name: &str) -> bool {
+        match &self.namespace {
+            None => true,
+            Some(ns) => name.split('/').next() == Some(ns.as_str()),
+        }
+    }
+
+    /// For commands whose arguments already name what they report on: `-n` would change
+    /// nothing, so it is refused rather than silently ignored.
+    pub fn reject_namespace(&self, command: &str, why: &str) -> anyhow::Result<()> {
+        match &self.namespace {
+            Some(ns) => anyhow::bail!("-n/--namespace {ns}: `{command}` {why}; leave -n out"),
+            None => Ok(()),
         }
     }
 

@@ -142,6 +142,29 @@ pub struct Subject {
     pub object: Option<String>,
 }
 
+impl Subject {
+    /// The namespace the finding is about: the object's (`namespace shop`, `Service shop/api`,
+    /// `shop/Deployment/api`), else the policy's. `None` for cluster-scoped subjects: the
+    /// admin layers (`ClusterNetworkPolicy/name` and the like).
+    pub fn namespace(&self) -> Option<&str> {
+        if let Some(o) = &self.object {
+            let o = o
+                .strip_prefix("namespace ")
+                .or_else(|| o.strip_prefix("Service "))
+                .unwrap_or(o);
+            return o.split('/').next();
+        }
+        let p = self.policy.as_deref()?;
+        let (first, _) = p.split_once('/')?;
+        let cluster_scoped = [
+            "ClusterNetworkPolicy",
+            "AdminNetworkPolicy",
+            "BaselineAdminNetworkPolicy",
+        ];
+        (!cluster_scoped.contains(&first)).then_some(first)
+    }
+}
+
 /// One problem found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Finding {

@@ -391,6 +391,52 @@ impl GraphModel {
         model
     }
 
+    /// The part of the graph that touches `namespace`: its nodes, the edges with an end in it,
+    /// and the peers at their other ends.
+    pub fn scoped(self, namespace: &str) -> Self {
+        let inside = |i: usize| self.nodes[i].group == namespace;
+        let edges: Vec<&GraphEdge> = self
+            .edges
+            .iter()
+            .filter(|e| inside(e.src) || inside(e.dst))
+            .collect();
+        let mut keep: Vec<bool> = (0..self.nodes.len()).map(inside).collect();
+        for e in &edges {
+            keep[e.src] = true;
+            keep[e.dst] = true;
+        }
+        let mut index = vec![usize::MAX; self.nodes.len()];
+        let mut nodes = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if keep[i] {
+                index[i] = nodes.len();
+                nodes.push(n.clone());
+            }
+        }
+        let edges = edges
+            .into_iter()
+            .map(|e| GraphEdge {
+                src: index[e.src],
+                dst: index[e.dst],
+                ..e.clone()
+            })
+            .collect();
+        let kept = |id: &String| nodes.iter().any(|n: &GraphNode| &n.id == id);
+        let policies = self
+            .policies
+            .into_iter()
+            .filter(|(id, _)| kept(id))
+            .collect();
+        let blast = self.blast.into_iter().filter(|(id, _)| kept(id)).collect();
+        GraphModel {
+            nodes,
+            edges,
+            with_flows: self.with_flows,
+            policies,
+            blast,
+        }
+    }
+
     /// Attaches learned policies, one YAML document per workload, to the nodes they select.
     /// A namespace's default deny has no workload and is left out.
     pub fn with_policies(mut self, learned: &Learned) -> Self {
