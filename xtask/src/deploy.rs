@@ -24,8 +24,9 @@ const VALIDATOR: &str = "kubernetes-validate==1.37.0";
 /// Top-level kustomization keys under which concatenation is a faithful render.
 const PLAIN_KEYS: &[&str] = &["apiVersion", "kind", "resources"];
 
-/// Renders deploy/ and validates every object; fails with the validator's message.
-pub fn validate(root: &Path) -> anyhow::Result<()> {
+/// Renders deploy/ and validates every object; then the Helm chart and the krew manifest.
+/// Fails with the failing tool's message.
+pub fn validate(root: &Path, go_tools: &Path) -> anyhow::Result<()> {
     let deploy = root.join("deploy");
     let rendered = render(&deploy)?;
     let out_dir = root.join("target").join("deploy");
@@ -68,6 +69,188 @@ pub fn validate(root: &Path) -> anyhow::Result<()> {
         &format!("deploy/ does not validate against Kubernetes {K8S_VERSION}"),
     )?;
     eprintln!("xtask: deploy/ validates against Kubernetes {K8S_VERSION}");
+    helm_chart(root, go_tools, &python, &rendered_path)?;
+    krew_manifest(root, go_tools)
+}
+
+/// The Helm chart in deploy/helm/trustmap: `helm lint --strict`; rendered with its defaults,
+/// the same objects as the kustomize base (Helm's own labels aside); rendered with other
+/// values, the values land where they should and the objects still validate; and a bad mode
+/// is refused with a message naming the value.
+fn helm_chart(root: &Path, go_tools: &Path, python: &Path, kustomize: &Path) -> anyhow::Result<()> {
+    let helm = go_tools.join("helm");
+    let chart = root.join("deploy/helm/trustmap");
+    let out_dir = root.join("target").join("deploy");
+    check(
+        Command::new(&helm).args(["lint", "--strict"]).arg(&chart),
+        "helm lint --strict deploy/helm/trustmap",
+    )?;
+    let template = |name: &str, sets: &[&str]| -> anyhow::Result<PathBuf> {
+        let mut cmd = Command::new(&helm);
+        cmd.args(["template", "trustmap"]).arg(&chart).args([
+            "--namespace",
+            "trustmap-system",
+            "--include-crds",
+            "--kube-version",
+            K8S_VERSION,
+        ]);
+        for s in sets {
+            cmd.args(["--set", s]);
+        }
+        let output = cmd.output().context("running helm template")?;
+        if !output.status.success() {
+            bail!(
+                "helm template ({name}) failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let path = out_dir.join(format!("helm-{name}.yaml"));
+        fs::write(&path, &output.stdout)?;
+        Ok(path)
+    };
+    let defaults = template("defaults", &[])?;
+    check(
+        Command::new(python)
+            .args(["-c", SAME_AS_KUSTOMIZE])
+            .arg(kustomize)
+            .arg(&defaults),
+        "the Helm chart's defaults render other objects than the kustomize base",
+    )?;
+    let custom = template("custom", CUSTOM_VALUES)?;
+    check(
+        Command::new(python)
+            .args(["-c", CUSTOM_VALUES_LANDED])
+            .arg(&custom),
+        "the Helm chart's values do not land where they should",
+    )?;
+    let bin = python.parent().expect("venv bin directory");
+    for rendered in [&defaults, &custom] {
+        check(
+            Command::new(bin.join("kubernetes-validate"))
+                .args(["--kubernetes-version", K8S_VERSION, "--strict", "--quiet"])
+                .arg(rendered),
+            &format!(
+                "{} does not validate against Kubernetes {K8S_VERSION}",
+                rendered.display()
+            ),
+        )?;
+    }
+    let bad = Command::new(&helm)
+        .args(["template", "trustmap"])
+        .arg(&chart)
+        .args(["--kube-version", K8S_VERSION, "--set", "mode.default=watch"])
+        .output()
+        .context("running helm template")?;
+    let err = String::from_utf8_lossy(&bad.stderr);
+    if bad.status.success()
+        || !err.contains("mode.default: \"watch\" is not one of observe, alert, off")
+    {
+        bail!("helm template with mode.default=watch should fail naming the value; it said: {err}");
+    }
+    eprintln!(
+        "xtask: the Helm chart lints, renders the kustomize base's objects with its defaults, \
+         and validates with other values"
+    );
+    Ok(())
+}
+
+/// Values unlike the defaults, for [`CUSTOM_VALUES_LANDED`].
+const CUSTOM_VALUES: &[&str] = &[
+    "mode.default=alert",
+    "mode.namespaces.payments=observe",
+    "webhook.url=https://alerts.example/hook",
+    "image.repository=registry.example/trustmap",
+    "image.tag=1.2.3",
+    "image.pullPolicy=Always",
+    "resources.limits.memory=1Gi",
+    "tolerations[0].key=dedicated",
+    "tolerations[0].operator=Equal",
+    "tolerations[0].value=edge",
+    "tolerations[0].effect=NoSchedule",
+    "nodeSelector.kubernetes\\.io/os=linux",
+    "namespace.create=false",
+    "port=9191",
+];
+
+/// Compares the kustomize base with the chart's default render as sets of objects, keyed by
+/// (apiVersion, kind, namespace, name). Helm's own labels are dropped wherever labels are, and
+/// the agent's config.yaml is compared as the YAML it is (the agent parses it), not as text.
+const SAME_AS_KUSTOMIZE: &str = r#"
+import sys, yaml
+HELM = {"helm.sh/chart", "app.kubernetes.io/managed-by", "app.kubernetes.io/instance", "app.kubernetes.io/version"}
+def strip(o):
+    if isinstance(o, dict):
+        out = {}
+        for k, v in o.items():
+            if k == "labels" and isinstance(v, dict):
+                v = {lk: lv for lk, lv in v.items() if lk not in HELM}
+            out[k] = strip(v)
+        return out
+    if isinstance(o, list):
+        return [strip(x) for x in o]
+    return o
+def objects(path):
+    with open(path) as f:
+        docs = [strip(d) for d in yaml.safe_load_all(f) if d]
+    for d in docs:
+        if d.get("kind") == "ConfigMap" and "config.yaml" in d.get("data", {}):
+            d["data"]["config.yaml"] = yaml.safe_load(d["data"]["config.yaml"])
+    key = lambda o: (o.get("apiVersion", ""), o.get("kind", ""),
+                     o.get("metadata", {}).get("namespace", ""), o.get("metadata", {}).get("name", ""))
+    return {key(d): d for d in docs}
+a, b = objects(sys.argv[1]), objects(sys.argv[2])
+ok = True
+for k in sorted(set(a) | set(b)):
+    if k not in a:
+        print("only in the chart:", k); ok = False
+    elif k not in b:
+        print("only in the kustomize base:", k); ok = False
+    elif a[k] != b[k]:
+        ok = False
+        print("differs:", k)
+        print("  kustomize:", yaml.safe_dump(a[k], sort_keys=True))
+        print("  chart:    ", yaml.safe_dump(b[k], sort_keys=True))
+sys.exit(0 if ok else 1)
+"#;
+
+/// Checks that every value of [`CUSTOM_VALUES`] landed in the render.
+const CUSTOM_VALUES_LANDED: &str = r#"
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+kinds = {d["kind"]: d for d in docs}
+fail = []
+def want(what, got, expected):
+    if got != expected:
+        fail.append(f"{what}: {got!r}, expected {expected!r}")
+want("no Namespace object", "Namespace" in kinds, False)
+cfg = yaml.safe_load(kinds["ConfigMap"]["data"]["config.yaml"])
+want("defaultMode", cfg["defaultMode"], "alert")
+want("namespaces", cfg["namespaces"], {"kube-system": "off", "trustmap-system": "off", "payments": "observe"})
+want("webhook", cfg.get("webhook"), "https://alerts.example/hook")
+pod = kinds["DaemonSet"]["spec"]["template"]["spec"]
+c = pod["containers"][0]
+want("image", c["image"], "registry.example/trustmap:1.2.3")
+want("pullPolicy", c["imagePullPolicy"], "Always")
+want("memory limit", c["resources"]["limits"]["memory"], "1Gi")
+want("cpu request", c["resources"]["requests"]["cpu"], "50m")
+want("tolerations", pod["tolerations"], [{"key": "dedicated", "operator": "Equal", "value": "edge", "effect": "NoSchedule"}])
+want("nodeSelector", pod["nodeSelector"], {"kubernetes.io/os": "linux"})
+want("listen", c["args"][c["args"].index("--listen") + 1], "0.0.0.0:9191")
+want("containerPort", c["ports"][0]["containerPort"], 9191)
+if fail:
+    print("\n".join(fail)); sys.exit(1)
+"#;
+
+/// The krew plugin manifest, checked by krew's own validator.
+fn krew_manifest(root: &Path, go_tools: &Path) -> anyhow::Result<()> {
+    check(
+        Command::new(go_tools.join("validate-krew-manifest"))
+            .arg("-manifest")
+            .arg(root.join("deploy/krew/trustmap.yaml"))
+            .arg("-skip-install"),
+        "deploy/krew/trustmap.yaml is not a valid krew manifest",
+    )?;
+    eprintln!("xtask: deploy/krew/trustmap.yaml is a valid krew manifest");
     Ok(())
 }
 

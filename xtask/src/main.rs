@@ -113,7 +113,7 @@ fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
             .args(["clippy", "--release", "--", "-D", "warnings"]),
     )?;
     run(root, cargo().args(["build", "-p", "trustmap", "--bins"]))?;
-    deploy::validate(root)?;
+    deploy::validate(root, &tools.go_tools)?;
     let mut unit = cargo();
     unit.args(["test", "--workspace", "--exclude", "trustmap-e2e"]);
     if let Some(f) = filter {

@@ -8,7 +8,10 @@
 //! - the control plane the cluster tests run: kube-apiserver, kube-controller-manager and kubectl
 //!   from `k8s.io/kubernetes`, and etcd from `go.etcd.io/etcd/server/v3`, built with Go from the
 //!   module in `tests/controlplane/` into a folder named after both versions (see
-//!   docs/testing.md).
+//!   docs/testing.md);
+//! - the deploy checks' Go tools: helm (`helm lint`, `helm template` of the chart) and krew's
+//!   `validate-krew-manifest`, by `go install` of their pinned versions, into a folder named
+//!   after both.
 
 use std::{
     env,
@@ -40,6 +43,8 @@ pub struct Tools {
     pub k8s_bin: PathBuf,
     /// Cilium's CiliumNetworkPolicy CRD, which the tests install to validate learned policies.
     pub cilium_crd: PathBuf,
+    /// Directory holding helm and validate-krew-manifest.
+    pub go_tools: PathBuf,
 }
 
 impl Tools {
@@ -70,11 +75,13 @@ pub fn run(root: &Path) -> anyhow::Result<Tools> {
     let bpf_linker_bin = bpf_linker(root, &toolchain, &sysroot)?;
     let k8s_bin = control_plane(root)?;
     let cilium_crd = cilium_crd()?;
+    let go_tools = go_tools()?;
     Ok(Tools {
         toolchain,
         bpf_linker_bin,
         k8s_bin,
         cilium_crd,
+        go_tools,
     })
 }
 
@@ -351,6 +358,61 @@ fn control_plane(root: &Path) -> anyhow::Result<PathBuf> {
                 .env("GOCACHE", tools.join("go/cache"))
                 .env("GOFLAGS", "-modcacherw -mod=readonly")
                 .env("GOTOOLCHAIN", "local"),
+        )?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&partial, &dir)
+        .with_context(|| format!("moving {} into place", partial.display()))?;
+    Ok(dir)
+}
+
+/// helm, for the chart's lint and renders.
+const HELM_VERSION: &str = "v3.22.0";
+/// krew, whose manifest validator checks deploy/krew/trustmap.yaml.
+const KREW_VERSION: &str = "v0.4.3";
+
+/// Builds helm and validate-krew-manifest with `go install` at their pinned versions, once per
+/// pair of versions, sharing the module and build caches of the control plane's build.
+fn go_tools() -> anyhow::Result<PathBuf> {
+    let tools = tools_dir();
+    let name = format!("go-tools-helm-{HELM_VERSION}-krew-{KREW_VERSION}");
+    let dir = tools.join(&name);
+    let bins = ["helm", "validate-krew-manifest"];
+    if bins.iter().all(|b| dir.join(b).exists()) {
+        return Ok(dir);
+    }
+    eprintln!(
+        "xtask: building helm {HELM_VERSION} and krew's validate-krew-manifest {KREW_VERSION} \
+         with Go (about 4 minutes on 2 cores when cold)"
+    );
+    let partial = tools.join(format!("{name}.partial"));
+    std::fs::create_dir_all(&partial)?;
+    let builds = [
+        (
+            "helm",
+            format!("helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"),
+            format!("-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"),
+        ),
+        (
+            "validate-krew-manifest",
+            format!("sigs.k8s.io/krew/cmd/validate-krew-manifest@{KREW_VERSION}"),
+            "-s -w".to_owned(),
+        ),
+    ];
+    for (bin, pkg, ldflags) in builds {
+        if partial.join(bin).exists() {
+            continue;
+        }
+        sh(
+            &tools,
+            Command::new("go")
+                .args(["install", "-trimpath", "-ldflags", &ldflags, &pkg])
+                .env("GOBIN", &partial)
+                .env("GOMODCACHE", tools.join("go/mod"))
+                .env("GOCACHE", tools.join("go/cache"))
+                .env("GOFLAGS", "-modcacherw")
+                .env("GOTOOLCHAIN", "local")
+                .env("GO111MODULE", "on"),
         )?;
     }
     let _ = std::fs::remove_dir_all(&dir);
