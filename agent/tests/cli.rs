@@ -532,3 +532,73 @@ fn externals_are_named_by_dns_name_in_diff_graph_lint_and_blast_radius() {
         "{lint}"
     );
 }
+
+/// Progress bars appear on a terminal (a pseudo-terminal from util-linux's `script`) and never
+/// in a pipe, and they never change what goes to stdout.
+#[test]
+fn progress_is_drawn_on_a_terminal_only_and_leaves_stdout_alone() {
+    let dir = std::env::temp_dir().join(format!("trustmap-progress-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let flows = dir.join("flows.jsonl");
+    let mut text = String::new();
+    for i in 0..60_000u32 {
+        text.push_str(&format!(
+            "{{\"protocol\":\"TCP\",\"src\":\"198.18.1.10\",\"src_port\":{},\"dst\":\"198.18.1.11\",\"port\":8080,\"first_seen\":\"2026-11-29T12:00:00Z\",\"initiator\":\"syn\",\"outcome\":\"answered\"}}\n",
+            30_000 + i % 30_000
+        ));
+    }
+    std::fs::write(&flows, text).expect("flows");
+    let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/demo-shop");
+    let bin = env!("CARGO_BIN_EXE_trustmap");
+    let args = format!(
+        "learn --manifests {} --flows {} -o graph",
+        manifests.display(),
+        flows.display()
+    );
+
+    // A pipe: no bar, no terminal control.
+    let piped = Command::new(bin)
+        .args(args.split(' '))
+        .env_remove("CI")
+        .env("TERM", "xterm")
+        .output()
+        .expect("trustmap runs");
+    assert!(piped.status.success(), "{}", text_of(&piped.stderr));
+    let err = text_of(&piped.stderr);
+    assert!(!err.contains("reading ") && !err.contains('\x1b'), "{err}");
+
+    // A terminal: the bar names the file; stdout (to a file) is the same bytes.
+    let out_file = dir.join("stdout");
+    let terminal = Command::new("script")
+        .args(["-qec"])
+        .arg(format!("{bin} {args} > {}", out_file.display()))
+        .arg("/dev/null")
+        .env_remove("CI")
+        .env("TERM", "xterm")
+        .output()
+        .expect("script runs");
+    let screen = text_of(&terminal.stdout);
+    assert!(terminal.status.success(), "{screen}");
+    assert!(
+        screen.contains(&format!("reading {}", flows.display())) && screen.contains("MiB"),
+        "no progress on the terminal: {screen}"
+    );
+    assert_eq!(std::fs::read(&out_file).expect("stdout file"), piped.stdout);
+
+    // CI=true: no bar even on a terminal.
+    let ci = Command::new("script")
+        .args(["-qec"])
+        .arg(format!("{bin} {args} > /dev/null"))
+        .arg("/dev/null")
+        .env("CI", "true")
+        .env("TERM", "xterm")
+        .output()
+        .expect("script runs");
+    assert!(!text_of(&ci.stdout).contains("reading "));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn text_of(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}

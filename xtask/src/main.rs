@@ -72,6 +72,51 @@ pub fn run(root: &Path, cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether long builds show a spinner: stderr is a terminal, `CI` is unset and `TERM` is not
+/// `dumb`.
+fn progress_on_terminal() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal()
+        && std::env::var("CI").map_or(true, |v| v.is_empty())
+        && std::env::var("TERM").map_or(true, |t| t != "dumb")
+}
+
+/// [`run`] for a long build. On a terminal, the build's output goes to `log` and a spinner shows
+/// what runs and for how long; if the build fails, the log's last lines are printed. Elsewhere
+/// (CI, pipes) the output streams as with [`run`].
+pub fn run_long(root: &Path, cmd: &mut Command, what: &str, log: &Path) -> anyhow::Result<()> {
+    if !progress_on_terminal() {
+        return run(root, cmd);
+    }
+    cmd.current_dir(root);
+    eprintln!("xtask: $ {}", describe(cmd));
+    let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    cmd.stdout(file.try_clone()?).stderr(file);
+    let bar = indicatif::ProgressBar::new_spinner()
+        .with_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .expect("a valid template"),
+        )
+        .with_message(format!("{what}; log: {}", log.display()));
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let status = cmd.status();
+    let elapsed = bar.elapsed();
+    bar.finish_and_clear();
+    let status = status.with_context(|| format!("running {}", describe(cmd)))?;
+    if !status.success() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        eprintln!("{}", lines[lines.len().saturating_sub(40)..].join("\n"));
+        bail!(
+            "`{}` failed with {status} (log: {})",
+            describe(cmd),
+            log.display()
+        );
+    }
+    eprintln!("xtask: {what}: done in {} s", elapsed.as_secs());
+    Ok(())
+}
+
 fn describe(cmd: &Command) -> String {
     std::iter::once(cmd.get_program().to_string_lossy().into_owned())
         .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))

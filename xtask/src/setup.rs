@@ -245,7 +245,12 @@ fn bpf_linker(root: &Path, toolchain: &str, sysroot: &Path) -> anyhow::Result<Pa
     if toolchain == "stable" {
         cmd.env("RUSTC_BOOTSTRAP", "1");
     }
-    sh(root, &mut cmd)?;
+    crate::run_long(
+        root,
+        &mut cmd,
+        &format!("building bpf-linker {BPF_LINKER_VERSION}"),
+        &prefix.join("build.log"),
+    )?;
     Ok(bin)
 }
 
@@ -342,7 +347,7 @@ fn control_plane(root: &Path) -> anyhow::Result<PathBuf> {
         if partial.join(bin).exists() {
             continue;
         }
-        sh(
+        crate::run_long(
             &module,
             Command::new("go")
                 .args([
@@ -358,6 +363,8 @@ fn control_plane(root: &Path) -> anyhow::Result<PathBuf> {
                 .env("GOCACHE", tools.join("go/cache"))
                 .env("GOFLAGS", "-modcacherw -mod=readonly")
                 .env("GOTOOLCHAIN", "local"),
+            &format!("building {bin}"),
+            &partial.join(format!("{bin}.log")),
         )?;
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -403,7 +410,7 @@ fn go_tools() -> anyhow::Result<PathBuf> {
         if partial.join(bin).exists() {
             continue;
         }
-        sh(
+        crate::run_long(
             &tools,
             Command::new("go")
                 .args(["install", "-trimpath", "-ldflags", &ldflags, &pkg])
@@ -413,6 +420,8 @@ fn go_tools() -> anyhow::Result<PathBuf> {
                 .env("GOFLAGS", "-modcacherw")
                 .env("GOTOOLCHAIN", "local")
                 .env("GO111MODULE", "on"),
+            &format!("building {bin}"),
+            &partial.join(format!("{bin}.log")),
         )?;
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -83,7 +83,12 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         Box::new(io::stdin().lock())
     } else {
         let f = File::open(&args.flows).with_context(|| format!("opening {}", args.flows))?;
-        Box::new(BufReader::with_capacity(1 << 16, f))
+        let size = f.metadata().ok().map(|m| m.len());
+        let what = format!("checking {}", args.flows);
+        Box::new(BufReader::with_capacity(
+            1 << 16,
+            super::progress::reader(f, size, &what),
+        ))
     };
     let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     let (mut denied, mut errors, mut total) = (0u64, 0u64, 0u64);

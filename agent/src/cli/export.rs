@@ -64,19 +64,26 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     let (edges, loaded) = runtime.block_on(async {
         let client = client_for(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
-        let edges = fetch_edges(client.clone(), &args.trustmap_namespace).await?;
+        let listing =
+            super::progress::spinner(&format!("listing FlowEdges in {}", args.trustmap_namespace));
+        let edges = fetch_edges(client.clone(), &args.trustmap_namespace).await;
+        listing.finish_and_clear();
+        let edges = edges?;
         let loaded = match &args.policies {
             None => None,
             Some(_) => {
                 let inv = KubeInventory::start(client, PodScope::Cluster);
-                tokio::time::timeout(Duration::from_secs(args.sync_timeout), inv.wait_synced())
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "the cluster's inventory did not list within {} s (--sync-timeout)",
-                            args.sync_timeout
-                        )
-                    })?;
+                let listing = super::progress::spinner("listing the cluster's inventory");
+                let synced =
+                    tokio::time::timeout(Duration::from_secs(args.sync_timeout), inv.wait_synced())
+                        .await;
+                listing.finish_and_clear();
+                synced.with_context(|| {
+                    format!(
+                        "the cluster's inventory did not list within {} s (--sync-timeout)",
+                        args.sync_timeout
+                    )
+                })?;
                 Some(inv.snapshot())
             }
         };

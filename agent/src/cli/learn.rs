@@ -221,7 +221,9 @@ pub(super) fn read_flows(sources: &[String]) -> anyhow::Result<Vec<FlowRecord>> 
             Box::new(io::stdin().lock())
         } else {
             let f = File::open(src).with_context(|| format!("opening {src}"))?;
-            Box::new(BufReader::with_capacity(1 << 16, f))
+            let size = f.metadata().ok().map(|m| m.len());
+            let counted = super::progress::reader(f, size, &format!("reading {src}"));
+            Box::new(BufReader::with_capacity(1 << 16, counted))
         };
         for (i, line) in input.lines().enumerate() {
             let line = line.with_context(|| format!("reading {src}"))?;

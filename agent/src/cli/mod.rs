@@ -15,6 +15,7 @@ mod lint;
 mod matrix;
 mod observe;
 pub mod plugin;
+mod progress;
 mod source;
 
 use std::process::ExitCode;
@@ -98,9 +99,10 @@ pub fn init_tracing(format: LogFormat) {
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     use std::io::IsTerminal as _;
+    progress::init(matches!(format, LogFormat::Text));
     let builder = fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| progress::LogWriter)
         .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
