@@ -7,6 +7,15 @@ use trustmap::cli::{Cli, plugin};
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.first().is_some_and(plugin::is_completer) {
+        // kubectl asks for the completions of `kubectl trustmap ...`.
+        let words: Vec<String> = args[1..]
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        print!("{}", plugin::complete(&Cli::command(), &words));
+        return ExitCode::SUCCESS;
+    }
     let cli = if args.first().is_some_and(plugin::is_plugin) {
         // Run as `kubectl trustmap`: help and errors say so.
         let matches = Cli::command()

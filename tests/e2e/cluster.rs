@@ -185,6 +185,9 @@ fn kubectl_plugin_lints_one_namespace(cp: &ControlPlane, all: &Value) {
     let link = dir.join("kubectl-trustmap");
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(trustmap_bin(), &link).expect("kubectl-trustmap link");
+    let completer = dir.join("kubectl_complete-trustmap");
+    let _ = std::fs::remove_file(&completer);
+    std::os::unix::fs::symlink(trustmap_bin(), &completer).expect("completer link");
     let path = format!(
         "{}:{}",
         dir.display(),
@@ -244,6 +247,17 @@ fn kubectl_plugin_lints_one_namespace(cp: &ControlPlane, all: &Value) {
         .collect();
     assert!(!want.is_empty(), "the shop has findings: {all}");
     assert_eq!(got, want, "kubectl trustmap lint -n shop");
+    // kubectl's own completion of the plugin's arguments, through kubectl_complete-trustmap.
+    let complete = std::process::Command::new(cp.kubectl_path())
+        .args(["__complete", "trustmap", "lint", "--cont"])
+        .env("PATH", &path)
+        .output()
+        .expect("running kubectl __complete");
+    let text = String::from_utf8_lossy(&complete.stdout);
+    assert!(
+        text.lines().any(|l| l.starts_with("--context")) && text.contains(":4"),
+        "kubectl __complete trustmap lint --cont: {text}"
+    );
     // kubectl's usage, and a context the kubeconfig does not have: a clear error, exit 2.
     let help = kubectl(&["lint", "--help"]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("Usage: kubectl trustmap lint"));

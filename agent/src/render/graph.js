@@ -551,7 +551,7 @@
       a.y < b.y + b.height - 0.5 && b.y < a.y + a.height - 0.5;
   }
   function selfCheck(g) {
-    var labels = Array.prototype.slice.call(svg.querySelectorAll("text.node-label, text.group-label"))
+    var labels = Array.prototype.slice.call(svg.querySelectorAll(".layer text.node-label, .layer text.group-label"))
       .map(function (t) { return { box: t.getBBox(), text: t.textContent, node: t.parentNode }; });
     var overlaps = [];
     for (var a = 0; a < labels.length; a++) {
