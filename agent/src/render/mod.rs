@@ -467,3 +467,95 @@ impl GraphModel {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, group: &str) -> GraphNode {
+        GraphNode {
+            id: id.into(),
+            label: id.rsplit('/').next().unwrap_or(id).into(),
+            group: group.into(),
+            kind: NodeKind::Workload,
+        }
+    }
+
+    fn edge(src: usize, dst: usize, verdict: EdgeVerdict) -> GraphEdge {
+        GraphEdge {
+            src,
+            dst,
+            verdict,
+            items: vec![EdgeItem {
+                ports: "TCP 80".into(),
+                count: 1,
+                why: vec![],
+            }],
+        }
+    }
+
+    /// `-n a`: a's nodes, the edges with an end in a, and the peers at their other ends, with
+    /// the edges' node indexes renumbered; the rest, and its policies, are gone.
+    #[test]
+    fn scoping_keeps_a_namespace_its_edges_and_their_peers() {
+        let ids = [
+            "a/Deployment/x",
+            "b/Deployment/y",
+            "c/Deployment/z",
+            "a/Deployment/w",
+        ];
+        let m = GraphModel {
+            nodes: vec![
+                node(ids[0], "a"),
+                node(ids[1], "b"),
+                node(ids[2], "c"),
+                node(ids[3], "a"),
+            ],
+            edges: vec![
+                edge(0, 1, EdgeVerdict::Observed),
+                edge(1, 2, EdgeVerdict::Observed),
+                edge(2, 2, EdgeVerdict::Denied),
+                edge(1, 3, EdgeVerdict::Excess),
+            ],
+            with_flows: true,
+            policies: ids
+                .iter()
+                .map(|i| ((*i).to_owned(), format!("# {i}")))
+                .collect(),
+            blast: ids
+                .iter()
+                .map(|i| ((*i).to_owned(), NodeBlast::default()))
+                .collect(),
+        };
+        let s = m.scoped("a");
+        let kept: Vec<&str> = s.nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(kept, ["a/Deployment/x", "b/Deployment/y", "a/Deployment/w"]);
+        let edges: Vec<(&str, &str, EdgeVerdict)> = s
+            .edges
+            .iter()
+            .map(|e| (kept[e.src], kept[e.dst], e.verdict))
+            .collect();
+        assert_eq!(
+            edges,
+            [
+                ("a/Deployment/x", "b/Deployment/y", EdgeVerdict::Observed),
+                ("b/Deployment/y", "a/Deployment/w", EdgeVerdict::Excess),
+            ]
+        );
+        let policies: Vec<&str> = s.policies.keys().map(String::as_str).collect();
+        assert_eq!(
+            policies,
+            ["a/Deployment/w", "a/Deployment/x", "b/Deployment/y"]
+        );
+        assert_eq!(s.blast.len(), 3);
+        assert!(s.with_flows);
+        assert_eq!(
+            GraphModel {
+                nodes: vec![node(ids[2], "c")],
+                ..GraphModel::default()
+            }
+            .scoped("a"),
+            GraphModel::default()
+        );
+    }
+}
