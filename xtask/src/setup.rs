@@ -273,17 +273,11 @@ fn cilium_crd() -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&tools)?;
     sh(
         &tools,
-        Command::new("go")
-            .args([
-                "mod",
-                "download",
-                &format!("{CILIUM_MODULE}@{CILIUM_VERSION}"),
-            ])
-            .env("GOMODCACHE", &modcache)
-            .env("GOCACHE", tools.join("go/cache"))
-            .env("GOFLAGS", "-modcacherw")
-            .env("GOTOOLCHAIN", "local")
-            .env("GO111MODULE", "on"),
+        go_command(&tools).args([
+            "mod",
+            "download",
+            &format!("{CILIUM_MODULE}@{CILIUM_VERSION}"),
+        ]),
     )?;
     let src = modcache
         .join(format!("{CILIUM_MODULE}@{CILIUM_VERSION}"))
@@ -349,7 +343,7 @@ fn control_plane(root: &Path) -> anyhow::Result<PathBuf> {
         }
         crate::run_long(
             &module,
-            Command::new("go")
+            go_command(&tools)
                 .args([
                     "build",
                     "-trimpath",
@@ -359,10 +353,7 @@ fn control_plane(root: &Path) -> anyhow::Result<PathBuf> {
                 ])
                 .arg(partial.join(bin))
                 .arg(pkg)
-                .env("GOMODCACHE", tools.join("go/mod"))
-                .env("GOCACHE", tools.join("go/cache"))
-                .env("GOFLAGS", "-modcacherw -mod=readonly")
-                .env("GOTOOLCHAIN", "local"),
+                .env("GOFLAGS", "-modcacherw -mod=readonly"),
             &format!("building {bin}"),
             &partial.join(format!("{bin}.log")),
         )?;
@@ -412,14 +403,9 @@ fn go_tools() -> anyhow::Result<PathBuf> {
         }
         crate::run_long(
             &tools,
-            Command::new("go")
+            go_command(&tools)
                 .args(["install", "-trimpath", "-ldflags", &ldflags, &pkg])
-                .env("GOBIN", &partial)
-                .env("GOMODCACHE", tools.join("go/mod"))
-                .env("GOCACHE", tools.join("go/cache"))
-                .env("GOFLAGS", "-modcacherw")
-                .env("GOTOOLCHAIN", "local")
-                .env("GO111MODULE", "on"),
+                .env("GOBIN", &partial),
             &format!("building {bin}"),
             &partial.join(format!("{bin}.log")),
         )?;
@@ -428,4 +414,16 @@ fn go_tools() -> anyhow::Result<PathBuf> {
     std::fs::rename(&partial, &dir)
         .with_context(|| format!("moving {} into place", partial.display()))?;
     Ok(dir)
+}
+
+/// `go` with the module and build caches in the tools directory, read-write modules, the
+/// machine's own toolchain and module mode: what every Go step of setup shares.
+fn go_command(tools: &Path) -> Command {
+    let mut cmd = Command::new("go");
+    cmd.env("GOMODCACHE", tools.join("go/mod"))
+        .env("GOCACHE", tools.join("go/cache"))
+        .env("GOFLAGS", "-modcacherw")
+        .env("GOTOOLCHAIN", "local")
+        .env("GO111MODULE", "on");
+    cmd
 }
