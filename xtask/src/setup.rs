@@ -381,7 +381,7 @@ fn go_tools() -> anyhow::Result<PathBuf> {
     }
     eprintln!(
         "xtask: building helm {HELM_VERSION} and krew's validate-krew-manifest {KREW_VERSION} \
-         with Go (about 4 minutes on 2 cores when cold)"
+         with Go (about 5 minutes on 2 cores when cold)"
     );
     let partial = tools.join(format!("{name}.partial"));
     std::fs::create_dir_all(&partial)?;
