@@ -639,12 +639,7 @@ fn cluster_admin_tiers_are_watched_flagged_and_read_from_a_real_control_plane() 
         std::fs::write(&file, trustmap_e2e::k8s::crds::manifest()).expect("CRDs");
         cp.kubectl_run(&["apply", "-f", &file.display().to_string()]);
         for name in trustmap_e2e::k8s::crds::names() {
-            cp.kubectl_run(&[
-                "wait",
-                "--for=condition=Established",
-                &format!("crd/{name}"),
-                "--timeout=60s",
-            ]);
+            cp.wait_crd_established(&name, Duration::from_secs(60));
         }
     });
     let (cp, kubelet) = (&d.cp, &d.kubelet);
@@ -1064,12 +1059,7 @@ fn cluster_scale_fifty_nodes_of_two_thousand_edges() {
     for f in ["namespace.yaml", "crd.yaml", "rbac.yaml"] {
         cp.kubectl_run(&["apply", "-f", &deploy.join(f).display().to_string()]);
     }
-    cp.kubectl_run(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/flowedges.trustmap.dev",
-        "--timeout=60s",
-    ]);
+    cp.wait_crd_established("flowedges.trustmap.dev", Duration::from_secs(60));
     // The publishers act as the agents do: the agent's ServiceAccount, the agent's code, one
     // relay that counts what crosses.
     let token = cp.kubectl_run(&[
@@ -1253,22 +1243,7 @@ fn cluster_learned_cilium_policies_pass_ciliums_own_crd_schema() {
     let cp = ControlPlane::start();
     // Server-side: the CRD is too large for the last-applied annotation.
     cp.kubectl_run(&["apply", "--server-side", "-f", &crd.display().to_string()]);
-    cp.kubectl_run(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/ciliumnetworkpolicies.cilium.io",
-        "--timeout=60s",
-    ]);
-    // Established is not yet served: discovery takes a moment more to list the new kind, and
-    // kubectl refuses a kind it cannot find there.
-    let served = Instant::now();
-    while !cp.kubectl_ok(&["get", "ciliumnetworkpolicies.cilium.io", "-A"]) {
-        assert!(
-            served.elapsed() < Duration::from_secs(30),
-            "the CiliumNetworkPolicy kind is not served 30 s after its CRD was established"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    cp.wait_crd_established("ciliumnetworkpolicies.cilium.io", Duration::from_secs(60));
     let work = cp.dir.join("cilium");
     std::fs::create_dir_all(&work).expect("dir");
     std::fs::write(work.join("cluster.yaml"), CILIUM_FIXTURE).expect("manifests");

@@ -413,6 +413,30 @@ impl ControlPlane {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Waits until a CRD is Established and its kind is served, by polling: `kubectl wait
+    /// --for=condition=Established` fails at once (`.status.conditions accessor error: <nil>`)
+    /// on a CRD the API server has not given conditions yet, and Established comes a moment
+    /// before discovery lists the kind.
+    pub fn wait_crd_established(&self, crd: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let jsonpath = "jsonpath={.status.conditions[?(@.type==\"Established\")].status}";
+        loop {
+            let established = self
+                .kubectl()
+                .args(["get", &format!("crd/{crd}"), "-o", jsonpath])
+                .output()
+                .is_ok_and(|o| o.status.success() && o.stdout.trim_ascii() == b"True");
+            if established && self.kubectl_ok(&["get", crd, "-A", "--request-timeout=5s"]) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "crd/{crd} is not Established and served after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub fn kubectl_path(&self) -> PathBuf {
         self.bins.join("kubectl")
     }
