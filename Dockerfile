@@ -1,15 +1,18 @@
-# The trustmap agent image. Build from the repository root:
+# The trustmap agent image, for those who build with Docker or BuildKit. Build from the
+# repository root:
 #   docker build -t trustmap:0.1.0 .
-# The builder installs the eBPF toolchain the way a developer machine gets it (`cargo xtask
-# setup`: nightly rust-src and bpf-linker built against the toolchain's libLLVM), then builds
-# the agent, whose build script compiles and embeds the eBPF programs.
+# Without a container engine, `cargo xtask image` builds the same image reproducibly, with an
+# SBOM (docs/deploy.md#the-image); that is the recipe the tests run.
+# The builder installs only the eBPF toolchain (`cargo xtask setup --build`: nightly rust-src and
+# bpf-linker built against the toolchain's libLLVM), not the test stack, then builds the agent,
+# whose build script compiles and embeds the eBPF programs.
 
 FROM rust:1.95-bookworm AS builder
 ENV DEBIAN_FRONTEND=noninteractive
 RUN rustup toolchain install nightly --profile minimal --component rust-src
 WORKDIR /src
 COPY . .
-RUN cargo xtask setup \
+RUN cargo xtask setup --build \
  && cargo build --release --locked -p trustmap --bin trustmap \
  && cp target/release/trustmap /usr/local/bin/trustmap
 

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod netif;
 pub mod policy;
 pub mod preexisting;
+pub mod privileges;
 pub mod reach;
 pub mod render;
 pub mod synth;

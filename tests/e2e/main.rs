@@ -5,6 +5,7 @@
 mod agent;
 mod capture;
 mod cluster;
+mod container;
 mod dns;
 mod integrity;
 mod learn;

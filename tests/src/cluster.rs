@@ -77,6 +77,9 @@ pub struct Cluster {
     externals: Vec<(String, String, Ipv4Addr)>,
     netns: Vec<String>,
     links: Vec<String>,
+    /// One process living in each pod's namespace, as a pod's pause container does: what the
+    /// agent finds a pod's sockets through (`/proc/PID/net/tcp`).
+    pause: Vec<std::process::Child>,
 }
 
 fn run(args: &[&str]) -> Result<(), String> {
@@ -132,6 +135,7 @@ impl Cluster {
             externals: Vec::new(),
             netns: Vec::new(),
             links: Vec::new(),
+            pause: Vec::new(),
         };
         c.build_router(spec);
         for pod in &spec.pods {
@@ -257,6 +261,15 @@ impl Cluster {
         let host_octet = 10 + on_node as u8;
         let netns = format!("{}-{}", self.prefix, spec.name);
         self.add_netns(&netns);
+        // The pod's "pause" process: bounded (an hour at most, should the test process die
+        // without running Drop), killed in Drop before the namespace goes.
+        let pause = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{netns}"))
+            .args(["--", "sleep", "3600"])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting the pause process of {netns}: {e}"));
+        self.pause.push(pause);
         let host_if = format!("{}p{index}", self.prefix);
         ip(&[
             "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &netns,
@@ -380,7 +393,12 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         // Deleting a namespace deletes the veth ends inside it and so their peers; bridges and
         // any veth left in the root namespace go explicitly. Errors are ignored: a link may
-        // already be gone with its peer.
+        // already be gone with its peer. The pause processes go first: a namespace lives as
+        // long as a process is in it.
+        for mut p in self.pause.drain(..) {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
         for ns in self.netns.iter().rev() {
             let _ = run(&["ip", "netns", "del", ns]);
         }

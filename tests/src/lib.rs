@@ -16,6 +16,7 @@
 
 mod agent;
 mod cluster;
+pub mod container;
 mod dns;
 pub mod k8s;
 mod kernel;

@@ -108,6 +108,20 @@ fn helm_chart(root: &Path, go_tools: &Path, python: &Path, kustomize: &Path) -> 
         fs::write(&path, &output.stdout)?;
         Ok(path)
     };
+    // Exactly as docs/deploy.md gives it: no cluster and no --kube-version, as GitOps tools
+    // render charts.
+    let offline = Command::new(&helm)
+        .args(["template", "trustmap"])
+        .arg(&chart)
+        .args(["--namespace", "trustmap-system", "--include-crds"])
+        .output()
+        .context("running helm template")?;
+    if !offline.status.success() {
+        bail!(
+            "helm template without a cluster (as docs/deploy.md gives it) failed:\n{}",
+            String::from_utf8_lossy(&offline.stderr)
+        );
+    }
     let defaults = template("defaults", &[])?;
     check(
         Command::new(python)
@@ -170,6 +184,8 @@ const CUSTOM_VALUES: &[&str] = &[
     "nodeSelector.kubernetes\\.io/os=linux",
     "namespace.create=false",
     "port=9191",
+    "seccompProfile.type=Localhost",
+    "seccompProfile.localhostProfile=trustmap-agent.json",
 ];
 
 /// Compares the kustomize base with the chart's default render as sets of objects, keyed by
@@ -237,6 +253,8 @@ want("tolerations", pod["tolerations"], [{"key": "dedicated", "operator": "Equal
 want("nodeSelector", pod["nodeSelector"], {"kubernetes.io/os": "linux"})
 want("listen", c["args"][c["args"].index("--listen") + 1], "0.0.0.0:9191")
 want("containerPort", c["ports"][0]["containerPort"], 9191)
+want("seccompProfile", c["securityContext"]["seccompProfile"], {"type": "Localhost", "localhostProfile": "trustmap-agent.json"})
+want("capabilities", c["securityContext"]["capabilities"], {"drop": ["ALL"], "add": ["BPF", "NET_ADMIN", "PERFMON"]})
 if fail:
     print("\n".join(fail)); sys.exit(1)
 "#;

@@ -1,9 +1,10 @@
-//! Project automation: `cargo xtask setup | test | demo | bench`.
+//! Project automation: `cargo xtask setup | test | demo | bench | image`.
 //!
 //! xtask depends on nothing that needs the eBPF toolchain, so that `setup` can run on a machine
 //! that does not have it yet. `test`, `demo` and `bench` run `setup` first.
 
 mod deploy;
+mod image;
 mod setup;
 
 use std::{
@@ -23,8 +24,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what a fresh machine lacks: apt packages, rust-src, bpf-linker. Idempotent.
-    Setup,
+    /// Install what a fresh machine lacks, idempotently: what building needs (iproute2, rust-src,
+    /// bpf-linker) and what the tests need (Chromium, podman, the control plane, helm, ...).
+    Setup {
+        /// Only what building the agent, its image and the demo needs.
+        #[arg(long)]
+        build: bool,
+    },
     /// Every check and test: fmt, clippy (userspace and eBPF), unit tests, privileged e2e tests.
     Test {
         /// Only the tests whose names contain this string (unit and e2e alike).
@@ -39,16 +45,21 @@ enum Cmd {
     },
     /// Benchmarks: criterion (evaluator) and the datapath figures of BENCHMARKS.md.
     Bench,
+    /// The agent's OCI image, as an OCI archive under target/image/, with its SBOM; prints its
+    /// size and digest. The same commit gives the same digest.
+    Image,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let root = workspace_root();
     match cli.command {
-        Cmd::Setup => setup::run(&root).map(|_| ()),
+        Cmd::Setup { build: true } => setup::build(&root).map(|_| ()),
+        Cmd::Setup { build: false } => setup::run(&root).map(|_| ()),
         Cmd::Test { filter } => test(&root, filter.as_deref()),
         Cmd::Demo { cluster } => demo(&root, cluster),
         Cmd::Bench => bench(&root),
+        Cmd::Image => image(&root).map(|_| ()),
     }
 }
 
@@ -159,6 +170,13 @@ fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
     )?;
     run(root, cargo().args(["build", "-p", "trustmap", "--bins"]))?;
     deploy::validate(root, &tools.go_tools)?;
+    // The image the container tests run, built as `cargo xtask image` builds it.
+    let image = image::build(root, &tools.build, &tools.cyclonedx)?;
+    eprintln!(
+        "xtask: image {} ({})",
+        image.digest,
+        image.archive.display()
+    );
     let mut unit = cargo();
     unit.args(["test", "--workspace", "--exclude", "trustmap-e2e"]);
     if let Some(f) = filter {
@@ -183,6 +201,7 @@ fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
         "--test-threads=1",
     ])
     .env("TRUSTMAP_BIN", root.join("target/debug/trustmap"))
+    .env("TRUSTMAP_IMAGE", &image.archive)
     .env("TRUSTMAP_K8S_BIN_DIR", &tools.k8s_bin)
     .env("TRUSTMAP_CILIUM_CRD", &tools.cilium_crd);
     if let Some(f) = filter {
@@ -191,24 +210,45 @@ fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
     run(root, &mut e2e)
 }
 
+fn image(root: &Path) -> anyhow::Result<image::Image> {
+    let tools = setup::build(root)?;
+    let cyclonedx = setup::cyclonedx(root)?;
+    let image = image::build(root, &tools, &cyclonedx)?;
+    println!(
+        "image {} ({:.1} MiB): {}\n  digest {}\n  SBOM {}",
+        image.reference,
+        image.size as f64 / (1024.0 * 1024.0),
+        image.archive.display(),
+        image.digest,
+        image.sbom.display()
+    );
+    Ok(image)
+}
+
 fn demo(root: &Path, cluster: bool) -> anyhow::Result<()> {
-    let tools = setup::run(root)?;
+    // The demo needs only what building needs; its cluster variant adds the control plane.
+    let k8s_bin = if cluster {
+        Some(setup::run(root)?.k8s_bin)
+    } else {
+        setup::build(root)?;
+        None
+    };
     if !is_root() {
         bail!("the demo builds network namespaces and loads eBPF: run it as root");
     }
     run(root, cargo().args(["build", "-p", "trustmap", "--bins"]))?;
-    run(
-        root,
-        cargo()
-            .args(["run", "-q", "-p", "trustmap-e2e", "--bin"])
-            .arg(if cluster {
-                "trustmap-demo-cluster"
-            } else {
-                "trustmap-demo"
-            })
-            .env("TRUSTMAP_BIN", root.join("target/debug/trustmap"))
-            .env("TRUSTMAP_K8S_BIN_DIR", &tools.k8s_bin),
-    )
+    let mut cmd = cargo();
+    cmd.args(["run", "-q", "-p", "trustmap-e2e", "--bin"])
+        .arg(if cluster {
+            "trustmap-demo-cluster"
+        } else {
+            "trustmap-demo"
+        })
+        .env("TRUSTMAP_BIN", root.join("target/debug/trustmap"));
+    if let Some(dir) = k8s_bin {
+        cmd.env("TRUSTMAP_K8S_BIN_DIR", dir);
+    }
+    run(root, &mut cmd)
 }
 
 fn bench(root: &Path) -> anyhow::Result<()> {

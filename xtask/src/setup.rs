@@ -1,10 +1,20 @@
 //! `cargo xtask setup`: installs what the build and the tests need, idempotently, and quickly when
-//! nothing is missing. The recipe is ../shared/toolchain/EBPF-BUILD.md:
-//! - Debian packages: iproute2 (ip, tc), bpftool, iperf3 (benchmarks), chromium (HTML graph test);
+//! nothing is missing. It has two parts.
+//!
+//! [`build`], what building the agent, its image and the demo need (`cargo xtask setup --build`;
+//! the image's builder stage and `cargo xtask demo` run only this). The recipe is
+//! ../shared/toolchain/EBPF-BUILD.md:
+//! - the Debian packages iproute2 (ip, tc: the demo's network namespaces) and ca-certificates
+//!   (the bundle the image carries);
 //! - an eBPF toolchain: nightly when installed, else stable with RUSTC_BOOTSTRAP=1;
 //! - rust-src for it (from rustup, or from the tarball named by TRUSTMAP_RUST_SRC_TARBALL);
 //! - bpf-linker 0.13 built against that toolchain's own libLLVM, under the tools directory, in a
-//!   folder named after the libLLVM file, so that a toolchain update rebuilds it;
+//!   folder named after the libLLVM file, so that a toolchain update rebuilds it.
+//!
+//! [`test_stack`], what the tests and benchmarks add:
+//! - Debian packages: bpftool, iperf3 (benchmarks), chromium (HTML graph test), nftables and curl
+//!   (cluster tests), podman (the agent's image run as a container);
+//! - cargo-cyclonedx, which writes the image's SBOM;
 //! - the control plane the cluster tests run: kube-apiserver, kube-controller-manager and kubectl
 //!   from `k8s.io/kubernetes`, and etcd from `go.etcd.io/etcd/server/v3`, built with Go from the
 //!   module in `tests/controlplane/` into a folder named after both versions (see
@@ -23,9 +33,15 @@ use anyhow::{Context as _, bail};
 
 use crate::run as sh;
 
-const APT_PACKAGES: &[&str] = &[
-    "iproute2", "bpftool", "iperf3", "chromium", // capture, benchmarks, the graph page's test
+/// What building and the demo need from Debian.
+/// (ca-certificates: the image's CA bundle.)
+const BUILD_APT_PACKAGES: &[&str] = &["iproute2", "ca-certificates"];
+/// What the tests and benchmarks add.
+const TEST_APT_PACKAGES: &[&str] = &[
+    "bpftool", "iperf3", "chromium", // programs' stats, benchmarks, the graph page's test
     "nftables", "curl", // the cluster tests: kube-proxy's stand-in, etcd's HTTP API
+    "podman",
+    "runc", // the image's container test: podman picks crun, which refuses hybrid cgroups
 ];
 /// The Kubernetes release the cluster tests run, and the etcd its kubeadm pins. Both must match
 /// `tests/controlplane/go.mod`.
@@ -33,21 +49,34 @@ pub const KUBERNETES_VERSION: &str = "v1.36.3";
 pub const ETCD_VERSION: &str = "v3.6.8";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// The eBPF toolchain that setup prepared.
-pub struct Tools {
+/// The eBPF toolchain that setup's first part prepared.
+pub struct BuildTools {
     /// `nightly` or `stable`.
     pub toolchain: String,
     /// Directory holding the `bpf-linker` binary.
     pub bpf_linker_bin: PathBuf,
+}
+
+/// Everything setup prepared: the build tools and the test stack.
+pub struct Tools {
+    pub build: BuildTools,
     /// Directory holding etcd, kube-apiserver, kube-controller-manager and kubectl.
     pub k8s_bin: PathBuf,
     /// Cilium's CiliumNetworkPolicy CRD, which the tests install to validate learned policies.
     pub cilium_crd: PathBuf,
     /// Directory holding helm and validate-krew-manifest.
     pub go_tools: PathBuf,
+    /// The `cargo-cyclonedx` binary, which writes the image's SBOM.
+    pub cyclonedx: PathBuf,
 }
 
 impl Tools {
+    pub fn ebpf_cargo(&self) -> Command {
+        self.build.ebpf_cargo()
+    }
+}
+
+impl BuildTools {
     /// `cargo +<toolchain>` with bpf-linker on PATH and, on stable, RUSTC_BOOTSTRAP=1.
     pub fn ebpf_cargo(&self) -> Command {
         let mut cmd = Command::new("cargo");
@@ -67,18 +96,35 @@ impl Tools {
     }
 }
 
+/// Both parts: what `cargo xtask setup` and `cargo xtask test` run.
 pub fn run(root: &Path) -> anyhow::Result<Tools> {
-    apt_packages(root)?;
+    let build = build(root)?;
+    test_stack(root, build)
+}
+
+/// The first part: what building the agent (and so its image and the demo) needs.
+pub fn build(root: &Path) -> anyhow::Result<BuildTools> {
+    apt_packages(root, BUILD_APT_PACKAGES)?;
     let toolchain = ebpf_toolchain()?;
     let sysroot = sysroot(&toolchain)?;
     rust_src(root, &toolchain, &sysroot)?;
     let bpf_linker_bin = bpf_linker(root, &toolchain, &sysroot)?;
+    Ok(BuildTools {
+        toolchain,
+        bpf_linker_bin,
+    })
+}
+
+/// The second part: the tests' and benchmarks' tools.
+pub fn test_stack(root: &Path, build: BuildTools) -> anyhow::Result<Tools> {
+    apt_packages(root, TEST_APT_PACKAGES)?;
+    let cyclonedx = cyclonedx(root)?;
     let k8s_bin = control_plane(root)?;
     let cilium_crd = cilium_crd()?;
     let go_tools = go_tools()?;
     Ok(Tools {
-        toolchain,
-        bpf_linker_bin,
+        build,
+        cyclonedx,
         k8s_bin,
         cilium_crd,
         go_tools,
@@ -92,8 +138,8 @@ fn output(cmd: &mut Command) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-fn apt_packages(root: &Path) -> anyhow::Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+fn apt_packages(root: &Path, packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| {
@@ -186,6 +232,36 @@ fn shared_tarball(root: &Path, toolchain: &str) -> Option<PathBuf> {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with(&format!("rust-src-{toolchain}")))
         })
+}
+
+const CYCLONEDX_VERSION: &str = "0.5.9";
+
+/// Builds cargo-cyclonedx (the SBOM of the image) with `cargo install --locked`, once per
+/// version, into the tools directory.
+pub fn cyclonedx(root: &Path) -> anyhow::Result<PathBuf> {
+    let prefix = tools_dir().join(format!("cargo-cyclonedx-{CYCLONEDX_VERSION}"));
+    let bin = prefix.join("bin/cargo-cyclonedx");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    std::fs::create_dir_all(&prefix)?;
+    crate::run_long(
+        root,
+        Command::new("cargo")
+            .args([
+                "install",
+                &format!("cargo-cyclonedx@{CYCLONEDX_VERSION}"),
+                "--locked",
+                "--root",
+            ])
+            .arg(&prefix)
+            .env_remove("CARGO")
+            .env_remove("RUSTC")
+            .env_remove("RUSTUP_TOOLCHAIN"),
+        &format!("building cargo-cyclonedx {CYCLONEDX_VERSION}"),
+        &prefix.join("build.log"),
+    )?;
+    Ok(bin)
 }
 
 /// Tools directory: TRUSTMAP_TOOLS_DIR or ~/.cache/trustmap-tools (agent/build.rs agrees).

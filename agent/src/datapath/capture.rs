@@ -10,6 +10,7 @@ use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, warn};
 
 use super::{ClockOffset, Config, Counters, Datapath, Report, dns_report, drain, event_to_report};
+use crate::datapath;
 use crate::{
     dns::{DnsError, NameMap},
     flow::{Endpoint, FlowRecord, Outcome, Protocol},
@@ -142,13 +143,16 @@ impl Capture {
         };
         for link in links {
             if capture.filter.matches(&link) {
-                capture.attach(&link, true);
+                capture.attach(&link, true)?;
             }
         }
         Ok(capture)
     }
 
-    fn attach(&mut self, link: &Link, existed_before_start: bool) {
+    /// Attaches to one interface. A failure of that interface alone is logged and the others go
+    /// on; a refusal for lack of privilege would refuse every interface, so it is returned, and
+    /// ends the capture rather than leave it silently partial.
+    fn attach(&mut self, link: &Link, existed_before_start: bool) -> Result<(), datapath::Error> {
         let name = link.name.as_str();
         match self
             .dp
@@ -156,8 +160,13 @@ impl Capture {
         {
             Ok(()) => {
                 self.names.insert(link.index, name.to_owned());
+                Ok(())
             }
-            Err(err) => warn!(interface = name, error = %anyhow::Error::from(err), "not attached"),
+            Err(err) if err.is_refusal() => Err(err),
+            Err(err) => {
+                warn!(interface = name, error = %anyhow::Error::from(err), "not attached");
+                Ok(())
+            }
         }
     }
 
@@ -374,7 +383,7 @@ impl Capture {
                         }
                     }
                     Some(LinkChange::Present(link)) if self.filter.matches(&link) => {
-                        self.attach(&link, false);
+                        self.attach(&link, false)?;
                     }
                     Some(LinkChange::Present(_)) => {}
                     Some(LinkChange::Gone { index }) => self.dp.detach(index),

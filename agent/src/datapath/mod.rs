@@ -25,6 +25,8 @@ pub use capture::{Capture, DnsCounters};
 pub use event::{ClockOffset, DnsReport, Report, dns_report, event_to_record, event_to_report};
 use tracing::{debug, info, warn};
 
+use crate::privileges::{self, Capability};
+
 /// The eBPF object built by agent/build.rs (public for the datapath benchmark).
 #[doc(hidden)]
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/trustmap-tc"));
@@ -78,11 +80,17 @@ impl Default for Config {
 /// Failures of the datapath.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The object could not be loaded; usually missing privileges (CAP_BPF, CAP_NET_ADMIN).
-    #[error(
-        "loading the eBPF object failed (are you root, or do you have CAP_BPF and CAP_NET_ADMIN?)"
-    )]
+    /// The object could not be loaded, for another reason than privileges.
+    #[error("loading the eBPF object failed")]
     Load(#[source] aya::EbpfError),
+    /// The kernel refused an operation for lack of privilege: the message names the capability
+    /// missing, or the seccomp profile or LSM that refused it (see [`crate::privileges`]).
+    #[error("{message}")]
+    Refused {
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// A program or map the object must contain is missing or of the wrong type.
     #[error("the eBPF object has no usable {0}")]
     Missing(&'static str),
@@ -144,6 +152,57 @@ pub struct Datapath {
     bss: Array<MapData, u32>,
 }
 
+/// What creating the maps and loading the programs needs.
+const LOAD_NEEDS: &[(Capability, &str)] = &[(Capability::Bpf, "bpf(2): maps and programs")];
+/// What loading the TC programs needs: the kernel loads networking programs (SCHED_CLS) only
+/// with CAP_NET_ADMIN beside CAP_BPF, and without CAP_PERFMON the verifier applies its Spectre
+/// hardening, which refuses the programs' variable-offset header reads.
+const PROGRAM_NEEDS: &[(Capability, &str)] = &[
+    (Capability::Bpf, "bpf(2): maps and programs"),
+    (
+        Capability::NetAdmin,
+        "the kernel loads networking (SCHED_CLS) programs only with it",
+    ),
+    (
+        Capability::Perfmon,
+        "the verifier refuses the programs' variable-offset header reads without it",
+    ),
+];
+/// What attaching to a veth needs.
+const ATTACH_NEEDS: &[(Capability, &str)] = &[(
+    Capability::NetAdmin,
+    "attaching TCX links or clsact filters to pod veths",
+)];
+
+/// `err` as [`Error::Refused`] when the kernel refused it for lack of privilege, else as
+/// `other(err)`.
+fn refused_or<E>(
+    err: E,
+    what: &str,
+    needs: &[(Capability, &str)],
+    other: impl FnOnce(E) -> Error,
+) -> Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    if privileges::is_refusal(&err) {
+        Error::Refused {
+            message: privileges::refusal(what, needs, privileges::Status::current()),
+            source: Box::new(err),
+        }
+    } else {
+        other(err)
+    }
+}
+
+impl Error {
+    /// Whether this is a refusal for lack of privilege, which no other interface would escape
+    /// either.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Refused { .. })
+    }
+}
+
 /// Takes the map `name` out of the loaded object, as the typed map `T`.
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
 where
@@ -182,15 +241,21 @@ impl Datapath {
             .map_max_entries(names::MAP_FLOWS, config.max_flows)
             .map_max_entries(names::MAP_EVENTS, config.ring_bytes)
             .load(OBJECT)
-            .map_err(Error::Load)?;
+            .map_err(|e| refused_or(e, "loading the eBPF object", LOAD_NEEDS, Error::Load))?;
         for (name, _) in HOOKS.into_iter().chain(HOOKS_L3) {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or(Error::Missing("program"))?
                 .try_into()
                 .map_err(|source| Error::Program { name, source })?;
-            prog.load()
-                .map_err(|source| Error::Program { name, source })?;
+            prog.load().map_err(|e| {
+                refused_or(
+                    e,
+                    &format!("loading program {name}"),
+                    PROGRAM_NEEDS,
+                    |source| Error::Program { name, source },
+                )
+            })?;
         }
         let events = take_map(&mut ebpf, names::MAP_EVENTS)?;
         let dns = take_map(&mut ebpf, names::MAP_DNS_EVENTS)?;
@@ -273,9 +338,16 @@ impl Datapath {
         mode: AttachMode,
         l3: bool,
     ) -> Result<(Vec<SchedClassifierLink>, bool), Error> {
-        let err = |source| Error::Attach {
-            interface: interface.to_owned(),
-            source,
+        let err = |source: aya::programs::ProgramError| {
+            refused_or(
+                source,
+                &format!("attaching to interface {interface}"),
+                ATTACH_NEEDS,
+                |source| Error::Attach {
+                    interface: interface.to_owned(),
+                    source,
+                },
+            )
         };
         let mut added_clsact = false;
         if mode == AttachMode::Clsact {

@@ -1,6 +1,7 @@
 //! Connections that existed before the agent started: their SYN went by unseen, so the TC
-//! programs never report them. They are read from the kernel's socket tables (sock_diag) in each
-//! pod's network namespace and reported once, as `"initiator": "pre_existing"`.
+//! programs never report them. They are read from the kernel's socket tables of each pod's
+//! network namespace (`/proc/PID/net/tcp{,6}`) and reported once, as
+//! `"initiator": "pre_existing"`.
 //!
 //! The scan (IO) lives in `scan`; deciding who initiated each connection is pure and lives here.
 
@@ -61,6 +62,56 @@ pub fn records(tables: &[NamespaceSockets], seen_at: DateTime<Utc>) -> Vec<FlowR
         .collect()
 }
 
+/// Adds the sockets of one `/proc/PID/net/tcp` or `tcp6` text to `into`: LISTEN (`0A`) local
+/// ports, and ESTABLISHED (`01`) connections. The kernel prints each address as 32-bit words in
+/// the machine's byte order (`%08X` of the network-order bytes), and ports in host order. Lines
+/// it cannot read are skipped: the file is the kernel's, but a short read must not stop the scan.
+pub fn parse_proc_net_tcp(text: &str, into: &mut NamespaceSockets) {
+    fn addr(hex: &str) -> Option<IpAddr> {
+        let word = |i: usize| -> Option<[u8; 4]> {
+            Some(
+                u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16)
+                    .ok()?
+                    .to_ne_bytes(),
+            )
+        };
+        match hex.len() {
+            8 => Some(IpAddr::from(word(0)?)),
+            32 => {
+                let mut b = [0u8; 16];
+                for i in 0..4 {
+                    b[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+                }
+                Some(IpAddr::from(b))
+            }
+            _ => None,
+        }
+    }
+    fn endpoint(field: &str) -> Option<(IpAddr, u16)> {
+        let (a, p) = field.split_once(':')?;
+        Some((addr(a)?, u16::from_str_radix(p, 16).ok()?))
+    }
+    for line in text.lines().skip(1) {
+        let mut fields = line.split_whitespace().skip(1);
+        let (Some(local), Some(remote), Some(state)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let (Some((laddr, lport)), Some((raddr, rport))) = (endpoint(local), endpoint(remote))
+        else {
+            continue;
+        };
+        match state {
+            "0A" => {
+                into.listening.insert(lport);
+            }
+            "01" => into.established.push((laddr, lport, raddr, rport)),
+            _ => {}
+        }
+    }
+}
+
 /// `::ffff:a.b.c.d` as the IPv4 address it stands for.
 fn unmap(ip: IpAddr) -> IpAddr {
     match ip {
@@ -89,6 +140,38 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    /// The layout of Documentation/networking/proc_net_tcp.rst: a header, then `sl local rem st
+    /// …`, addresses as native-endian 32-bit words (this test runs on little-endian machines).
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn proc_net_tcp_lines_give_listeners_and_established_connections() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n\
+   1: 0B0112C6:1F90 0A0112C6:9C40 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1\n\
+   2: 0B0112C6:1F90 0C0112C6:9C41 06 00000000:00000000 03:00000000 00000000     0        0 0 3\n\
+   3: garbage\n";
+        let tcp6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0000000000000000FFFF00000B0112C6:1538 0000000000000000FFFF00000A0112C6:C350 01 00000000:00000000 00:00000000 00000000     0        0 3 1\n\
+   1: 000000FD000000000000010001000000:0050 000000FD000000000000010002000000:D431 01 00000000:00000000 00:00000000 00000000     0        0 4 1\n";
+        let mut s = NamespaceSockets::default();
+        parse_proc_net_tcp(tcp, &mut s);
+        parse_proc_net_tcp(tcp6, &mut s);
+        assert_eq!(s.listening, [8080].into());
+        assert_eq!(
+            s.established,
+            vec![
+                (ip("198.18.1.11"), 8080, ip("198.18.1.10"), 40000),
+                (
+                    ip("::ffff:198.18.1.11"),
+                    5432,
+                    ip("::ffff:198.18.1.10"),
+                    50000
+                ),
+                (ip("fd00::1:0:0:1"), 80, ip("fd00::1:0:0:2"), 54321),
+            ]
+        );
     }
 
     #[test]

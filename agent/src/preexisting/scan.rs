@@ -1,16 +1,18 @@
-//! Reads TCP socket tables with sock_diag in the network namespaces of the pods the agent watches
-//! (IO): those holding the peer of an attached host-side veth.
+//! Reads the TCP socket tables of the pods the agent watches (IO): the namespaces holding the
+//! peer of an attached host-side veth.
 //!
-//! Namespaces are found through /run/netns (named ones, as `ip netns` and some runtimes make)
-//! and /proc/*/ns/net (those of running processes: every pod has at least its pause process).
-//! Each is entered on a short-lived thread, since setns changes only the calling thread.
+//! Nothing here enters a namespace or opens a namespace file, so the scan needs neither
+//! CAP_SYS_ADMIN (`setns(2)`) nor CAP_SYS_PTRACE (`/proc/PID/ns/net` of other users): the
+//! pods' addresses come from netlink by namespace id (CAP_NET_ADMIN, which attaching needs
+//! anyway), and their sockets from `/proc/PID/net/tcp{,6}`, which the kernel shows without a
+//! capability. See [`scan_pod_namespaces`].
 //!
 //! In a container without the host's PID namespace, the host's processes are under a mounted
 //! copy of the host's /proc (the DaemonSet mounts it at /host/proc): see [`set_proc_root`].
 
 use std::{
-    collections::HashSet,
-    fs::File,
+    collections::{BTreeSet, HashSet},
+    net::IpAddr,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
@@ -21,19 +23,13 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::{
     RouteNetlinkMessage,
+    address::{AddressAttribute, AddressMessage},
     link::{LinkAttribute, LinkMessage},
 };
-use netlink_packet_sock_diag::{
-    SockDiagMessage,
-    constants::{AF_INET, AF_INET6, IPPROTO_TCP, TCP_ESTABLISHED, TCP_LISTEN},
-    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
-};
-use netlink_sys::{
-    Socket, SocketAddr,
-    protocols::{NETLINK_ROUTE, NETLINK_SOCK_DIAG},
-};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use super::NamespaceSockets;
+use crate::privileges::{self, Capability};
 
 static PROC_ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
@@ -48,31 +44,60 @@ fn proc_root() -> &'static Path {
     PROC_ROOT.get().map_or(Path::new("/proc"), PathBuf::as_path)
 }
 
-/// Failures of the scan. A namespace that vanishes mid-scan is skipped, not an error.
+/// Failures of the scan. A namespace or process that vanishes mid-scan is skipped, not an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
-    #[error("reading the host's network namespace {path}")]
+    #[error("reading the agent's own socket table {path}")]
     HostNamespace {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    /// The kernel refused to list a pod namespace's addresses: the message names the
+    /// capability (see [`crate::privileges`]). The scan would otherwise miss every connection
+    /// that pre-dates the agent, silently.
+    #[error("{message}")]
+    Refused {
+        message: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("listing the host's interfaces over netlink")]
+    Links(#[source] std::io::Error),
 }
+
+/// What listing another namespace's addresses over netlink (`IFA_TARGET_NETNSID`) needs.
+const ADDRESS_NEEDS: &[(Capability, &str)] = &[(
+    Capability::NetAdmin,
+    "listing the addresses of pod network namespaces, to find their connections that \
+     pre-date the agent",
+)];
 
 /// Scans the network namespaces of the pods behind `host_ifindexes` (the host-side veths the
 /// agent attached to). Returns the tables of the namespaces that could be read.
+///
+/// Without entering any namespace (no `setns(2)`, so no CAP_SYS_ADMIN) and without opening
+/// `/proc/PID/ns/net` (no CAP_SYS_PTRACE):
+/// 1. each attached veth names its peer's namespace by id (`IFLA_LINK_NETNSID`), whose addresses
+///    netlink lists from here (`IFA_TARGET_NETNSID`, with CAP_NET_ADMIN);
+/// 2. every process's `PROC/PID/net/tcp` and `tcp6` show the sockets of its namespace, with no
+///    capability; the file's inode number is the namespace's own, so each is read once;
+/// 3. a namespace whose connections start from a pod's address is that pod's.
 pub fn scan_pod_namespaces(
     host_ifindexes: &HashSet<u32>,
 ) -> Result<Vec<NamespaceSockets>, ScanError> {
-    let own = Path::new("/proc/self/ns/net");
+    let pods = pod_addresses(host_ifindexes)?;
+    if pods.is_empty() {
+        return Ok(Vec::new());
+    }
+    let own = Path::new("/proc/self/net/tcp");
     let host = std::fs::metadata(own).map_err(|source| ScanError::HostNamespace {
         path: own.to_owned(),
         source,
     })?;
-    let mut seen = HashSet::from([(host.dev(), host.ino())]);
-    let mut paths: Vec<PathBuf> = Vec::new();
-    let named = std::fs::read_dir("/run/netns").into_iter().flatten();
-    let procs = std::fs::read_dir(proc_root())
+    let mut seen = HashSet::from([host.ino()]);
+    let mut tables = Vec::new();
+    let pids = std::fs::read_dir(proc_root())
         .into_iter()
         .flatten()
         .filter_map(Result::ok)
@@ -81,46 +106,105 @@ pub fn scan_pod_namespaces(
                 .to_string_lossy()
                 .bytes()
                 .all(|b| b.is_ascii_digit())
-        })
-        .map(|e| Ok(e.path().join("ns/net")));
-    for entry in named.map(|e| e.map(|e| e.path())).chain(procs) {
-        let Ok(path) = entry else { continue };
-        if let Ok(meta) = std::fs::metadata(&path)
-            && seen.insert((meta.dev(), meta.ino()))
-        {
-            paths.push(path);
-        }
-    }
-    let mut tables = Vec::with_capacity(paths.len());
-    for path in paths {
-        let Ok(file) = File::open(&path) else {
+        });
+    for pid in pids {
+        let net = pid.path().join("net");
+        let Ok(meta) = std::fs::metadata(net.join("tcp")) else {
             continue;
         };
-        let wanted = host_ifindexes.clone();
-        let table = std::thread::spawn(move || {
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
-            let peers = peer_ifindexes().ok()?;
-            if !peers.iter().any(|i| wanted.contains(i)) {
-                return None;
+        if !seen.insert(meta.ino()) {
+            continue;
+        }
+        let mut table = NamespaceSockets::default();
+        for file in ["tcp", "tcp6"] {
+            if let Ok(text) = std::fs::read_to_string(net.join(file)) {
+                super::parse_proc_net_tcp(&text, &mut table);
             }
-            dump_tcp().ok()
-        })
-        .join()
-        .ok()
-        .flatten();
-        if let Some(t) = table {
-            tables.push(t);
+        }
+        if table
+            .established
+            .iter()
+            .any(|(local, ..)| pods.contains(&super::unmap(*local)))
+        {
+            tables.push(table);
         }
     }
     Ok(tables)
 }
 
+/// The addresses of the namespaces behind the attached veths, listed over netlink by the
+/// namespace ids the host gives them.
+fn pod_addresses(host_ifindexes: &HashSet<u32>) -> Result<HashSet<IpAddr>, ScanError> {
+    let links = dump(
+        NETLINK_ROUTE,
+        RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        false,
+    )
+    .map_err(ScanError::Links)?;
+    let nsids: BTreeSet<i32> = links
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) if host_ifindexes.contains(&l.header.index) => {
+                l.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::LinkNetNsId(id) => Some(*id),
+                    _ => None,
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    let mut out = HashSet::new();
+    for nsid in nsids {
+        let mut request = AddressMessage::default();
+        request
+            .attributes
+            .push(AddressAttribute::TargetNetNsId(nsid));
+        let answers = match dump(
+            NETLINK_ROUTE,
+            RouteNetlinkMessage::GetAddress(request),
+            true,
+        ) {
+            Ok(a) => a,
+            Err(e) if privileges::is_refusal(&e) => {
+                return Err(ScanError::Refused {
+                    message: privileges::refusal(
+                        "listing a pod namespace's addresses",
+                        ADDRESS_NEEDS,
+                        privileges::Status::current(),
+                    ),
+                    source: e,
+                });
+            }
+            // The namespace went away meanwhile.
+            Err(_) => continue,
+        };
+        for m in answers {
+            let RouteNetlinkMessage::NewAddress(a) = m else {
+                continue;
+            };
+            for attr in a.attributes {
+                if let AddressAttribute::Address(ip) | AddressAttribute::Local(ip) = attr
+                    && !ip.is_loopback()
+                {
+                    out.insert(super::unmap(ip));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Sends one dump request on a fresh netlink socket of `protocol` and collects the answers.
-fn dump<M>(protocol: isize, request: M) -> std::io::Result<Vec<M>>
+/// `strict` turns on the kernel's strict checking of the request, without which it ignores a
+/// dump's attributes (such as a target namespace). An error answer keeps its errno.
+fn dump<M>(protocol: isize, request: M, strict: bool) -> std::io::Result<Vec<M>>
 where
     M: NetlinkSerializable + NetlinkDeserializable + std::fmt::Debug,
 {
     let mut socket = Socket::new(protocol)?;
+    if strict {
+        socket.set_netlink_get_strict_chk(true)?;
+    }
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
     let mut header = NetlinkHeader::default();
@@ -143,7 +227,10 @@ where
                 NetlinkPayload::InnerMessage(m) => out.push(m),
                 NetlinkPayload::Done(_) => return Ok(out),
                 NetlinkPayload::Error(e) => {
-                    return Err(std::io::Error::other(format!("netlink error {e:?}")));
+                    return Err(match e.code {
+                        Some(code) => std::io::Error::from_raw_os_error(-code.get()),
+                        None => std::io::Error::other(format!("netlink error {e:?}")),
+                    });
                 }
                 _ => {}
             }
@@ -153,68 +240,4 @@ where
             offset += len;
         }
     }
-}
-
-/// Host-side interface indexes of this namespace's veths: a veth whose peer lives in another
-/// namespace carries the peer's index (IFLA_LINK) and that namespace's id (IFLA_LINK_NETNSID).
-fn peer_ifindexes() -> std::io::Result<Vec<u32>> {
-    let links = dump(
-        NETLINK_ROUTE,
-        RouteNetlinkMessage::GetLink(LinkMessage::default()),
-    )?;
-    Ok(links
-        .into_iter()
-        .filter_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => Some(l),
-            _ => None,
-        })
-        .filter(|l| {
-            l.attributes
-                .iter()
-                .any(|a| matches!(a, LinkAttribute::LinkNetNsId(_)))
-        })
-        .filter_map(|l| {
-            l.attributes.iter().find_map(|a| match a {
-                LinkAttribute::Link(peer) => Some(*peer),
-                _ => None,
-            })
-        })
-        .collect())
-}
-
-/// Listening and established TCP sockets of the current thread's namespace, IPv4 and IPv6.
-fn dump_tcp() -> std::io::Result<NamespaceSockets> {
-    let mut out = NamespaceSockets::default();
-    for family in [AF_INET, AF_INET6] {
-        let request = SockDiagMessage::InetRequest(InetRequest {
-            family,
-            protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::empty(),
-            states: StateFlags::ESTABLISHED | StateFlags::LISTEN,
-            socket_id: if family == AF_INET {
-                SocketId::new_v4()
-            } else {
-                SocketId::new_v6()
-            },
-        });
-        for msg in dump(NETLINK_SOCK_DIAG, request)? {
-            let SockDiagMessage::InetResponse(r) = msg else {
-                continue;
-            };
-            let id = &r.header.socket_id;
-            match r.header.state {
-                TCP_LISTEN => {
-                    out.listening.insert(id.source_port);
-                }
-                TCP_ESTABLISHED => out.established.push((
-                    id.source_address,
-                    id.source_port,
-                    id.destination_address,
-                    id.destination_port,
-                )),
-                _ => {}
-            }
-        }
-    }
-    Ok(out)
 }
