@@ -26,7 +26,7 @@ const PLAIN_KEYS: &[&str] = &["apiVersion", "kind", "resources"];
 
 /// Renders deploy/ and validates every object; then the Helm chart and the krew manifest.
 /// Fails with the failing tool's message.
-pub fn validate(root: &Path, go_tools: &Path) -> anyhow::Result<()> {
+pub fn validate(root: &Path, go_tools: &Path, actionlint: &Path) -> anyhow::Result<()> {
     let deploy = root.join("deploy");
     let rendered = render(&deploy)?;
     let out_dir = root.join("target").join("deploy");
@@ -70,7 +70,8 @@ pub fn validate(root: &Path, go_tools: &Path) -> anyhow::Result<()> {
     )?;
     eprintln!("xtask: deploy/ validates against Kubernetes {K8S_VERSION}");
     helm_chart(root, go_tools, &python, &rendered_path)?;
-    krew_manifest(root, go_tools)
+    krew_manifest(root, go_tools)?;
+    workflows(root, actionlint)
 }
 
 /// The Helm chart in deploy/helm/trustmap: `helm lint --strict`; rendered with its defaults,
@@ -175,6 +176,7 @@ const CUSTOM_VALUES: &[&str] = &[
     "webhook.url=https://alerts.example/hook",
     "image.repository=registry.example/trustmap",
     "image.tag=1.2.3",
+    "image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
     "image.pullPolicy=Always",
     "resources.limits.memory=1Gi",
     "tolerations[0].key=dedicated",
@@ -245,7 +247,7 @@ want("namespaces", cfg["namespaces"], {"kube-system": "off", "trustmap-system": 
 want("webhook", cfg.get("webhook"), "https://alerts.example/hook")
 pod = kinds["DaemonSet"]["spec"]["template"]["spec"]
 c = pod["containers"][0]
-want("image", c["image"], "registry.example/trustmap:1.2.3")
+want("image", c["image"], "registry.example/trustmap:1.2.3@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
 want("pullPolicy", c["imagePullPolicy"], "Always")
 want("memory limit", c["resources"]["limits"]["memory"], "1Gi")
 want("cpu request", c["resources"]["requests"]["cpu"], "50m")
@@ -269,6 +271,19 @@ fn krew_manifest(root: &Path, go_tools: &Path) -> anyhow::Result<()> {
         "deploy/krew/trustmap.yaml is not a valid krew manifest",
     )?;
     eprintln!("xtask: deploy/krew/trustmap.yaml is a valid krew manifest");
+    Ok(())
+}
+
+/// The release workflow, which cannot run here (no forge, no registry), checked by actionlint:
+/// its syntax, expressions, action inputs and the shell of its `run` steps.
+fn workflows(root: &Path, actionlint: &Path) -> anyhow::Result<()> {
+    check(
+        Command::new(actionlint)
+            .current_dir(root)
+            .args(["-no-color", ".github/workflows/release.yml"]),
+        ".github/workflows/release.yml does not pass actionlint",
+    )?;
+    eprintln!("xtask: .github/workflows/release.yml passes actionlint");
     Ok(())
 }
 

@@ -85,7 +85,7 @@ pub fn build(root: &Path, _built_by: &BuildTools, cyclonedx: &Path) -> anyhow::R
 
     let libraries = linked_libraries(&binary)?;
     let sbom = sbom(root, cyclonedx, &libraries)?;
-    let sbom_path = out.join(format!("{REPOSITORY}-{version}.cdx.json"));
+    let sbom_path = out.join(format!("{REPOSITORY}-{version}-{arch}.cdx.json"));
     fs::write(&sbom_path, &sbom).with_context(|| format!("writing {}", sbom_path.display()))?;
 
     let mut entries = vec![Entry {

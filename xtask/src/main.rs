@@ -169,7 +169,7 @@ fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
             .args(["clippy", "--release", "--", "-D", "warnings"]),
     )?;
     run(root, cargo().args(["build", "-p", "trustmap", "--bins"]))?;
-    deploy::validate(root, &tools.go_tools)?;
+    deploy::validate(root, &tools.go_tools, &tools.actionlint)?;
     // The image the container tests run, built as `cargo xtask image` builds it.
     let image = image::build(root, &tools.build, &tools.cyclonedx)?;
     eprintln!(

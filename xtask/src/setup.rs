@@ -13,12 +13,13 @@
 //!
 //! [`test_stack`], what the tests and benchmarks add:
 //! - Debian packages: bpftool, iperf3 (benchmarks), chromium (HTML graph test), nftables and curl
-//!   (cluster tests), podman (the agent's image run as a container);
+//!   (cluster tests), podman and runc (the agent's image run as a container);
 //! - cargo-cyclonedx, which writes the image's SBOM;
 //! - the control plane the cluster tests run: kube-apiserver, kube-controller-manager and kubectl
 //!   from `k8s.io/kubernetes`, and etcd from `go.etcd.io/etcd/server/v3`, built with Go from the
 //!   module in `tests/controlplane/` into a folder named after both versions (see
 //!   docs/testing.md);
+//! - actionlint, which checks the release workflow;
 //! - the deploy checks' Go tools: helm (`helm lint`, `helm template` of the chart) and krew's
 //!   `validate-krew-manifest`, by `go install` of their pinned versions, into a folder named
 //!   after both.
@@ -68,6 +69,8 @@ pub struct Tools {
     pub go_tools: PathBuf,
     /// The `cargo-cyclonedx` binary, which writes the image's SBOM.
     pub cyclonedx: PathBuf,
+    /// The `actionlint` binary, which checks the release workflow.
+    pub actionlint: PathBuf,
 }
 
 impl Tools {
@@ -122,9 +125,11 @@ pub fn test_stack(root: &Path, build: BuildTools) -> anyhow::Result<Tools> {
     let k8s_bin = control_plane(root)?;
     let cilium_crd = cilium_crd()?;
     let go_tools = go_tools()?;
+    let actionlint = actionlint()?;
     Ok(Tools {
         build,
         cyclonedx,
+        actionlint,
         k8s_bin,
         cilium_crd,
         go_tools,
@@ -490,6 +495,41 @@ fn go_tools() -> anyhow::Result<PathBuf> {
     std::fs::rename(&partial, &dir)
         .with_context(|| format!("moving {} into place", partial.display()))?;
     Ok(dir)
+}
+
+/// actionlint, for the release workflow.
+const ACTIONLINT_VERSION: &str = "v1.7.12";
+
+/// Builds actionlint with `go install` at its pinned version, once, into a folder of its own
+/// (so that adding it did not rebuild helm's).
+fn actionlint() -> anyhow::Result<PathBuf> {
+    let tools = tools_dir();
+    let dir = tools.join(format!("actionlint-{ACTIONLINT_VERSION}"));
+    let bin = dir.join("actionlint");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    eprintln!("xtask: building actionlint {ACTIONLINT_VERSION} with Go (about a minute when cold)");
+    let partial = tools.join(format!("actionlint-{ACTIONLINT_VERSION}.partial"));
+    std::fs::create_dir_all(&partial)?;
+    crate::run_long(
+        &tools,
+        go_command(&tools)
+            .args([
+                "install",
+                "-trimpath",
+                "-ldflags",
+                "-s -w",
+                &format!("github.com/rhysd/actionlint/cmd/actionlint@{ACTIONLINT_VERSION}"),
+            ])
+            .env("GOBIN", &partial),
+        "building actionlint",
+        &partial.join("actionlint.log"),
+    )?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&partial, &dir)
+        .with_context(|| format!("moving {} into place", partial.display()))?;
+    Ok(bin)
 }
 
 /// `go` with the module and build caches in the tools directory, read-write modules, the

@@ -10,7 +10,6 @@ use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, warn};
 
 use super::{ClockOffset, Config, Counters, Datapath, Report, dns_report, drain, event_to_report};
-use crate::datapath;
 use crate::{
     dns::{DnsError, NameMap},
     flow::{Endpoint, FlowRecord, Outcome, Protocol},
@@ -152,7 +151,7 @@ impl Capture {
     /// Attaches to one interface. A failure of that interface alone is logged and the others go
     /// on; a refusal for lack of privilege would refuse every interface, so it is returned, and
     /// ends the capture rather than leave it silently partial.
-    fn attach(&mut self, link: &Link, existed_before_start: bool) -> Result<(), datapath::Error> {
+    fn attach(&mut self, link: &Link, existed_before_start: bool) -> Result<(), super::Error> {
         let name = link.name.as_str();
         match self
             .dp
