@@ -226,6 +226,12 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let duration = duration(args.duration)?;
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating {}", args.state_dir.display()))?;
+    // The state (the node's connection map, frozen baselines) is for the agent alone.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&args.state_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private (0700)", args.state_dir.display()))?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

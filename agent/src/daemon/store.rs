@@ -71,7 +71,7 @@ pub fn save_frozen(dir: &Path, namespace: &str, frozen: &Frozen) -> Result<(), S
     let path = dir.join(format!("{namespace}.yaml"));
     let tmp = dir.join(format!(".{namespace}.yaml.tmp"));
     let write = || -> io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
+        let mut f = crate::graph::state::create_private(&tmp)?;
         f.write_all(frozen.yaml.as_bytes())?;
         f.sync_all()?;
         fs::rename(&tmp, &path)
@@ -136,6 +136,16 @@ mod tests {
         save_frozen(&dir, "shop", &f).unwrap();
         let back = load_frozen(&dir).unwrap();
         assert_eq!(back.keys().collect::<Vec<_>>(), ["shop"]);
+        // A baseline says what each workload may reach: the agent's alone to read.
+        let mode = {
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::metadata(dir.join("shop.yaml"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode, 0o600);
         assert_eq!(back["shop"].policies.len(), 1);
         assert_eq!(back["shop"].yaml, POLICY);
         remove_frozen(&dir, "shop").unwrap();

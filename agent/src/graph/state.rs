@@ -1,6 +1,7 @@
 //! The state file: the graph saved so that a restart keeps what was learned. The only IO of
 //! the graph module. Saving writes a temporary file next to the target, syncs it and renames
-//! it over the target, so a crash leaves the old state or the new one, never half of one.
+//! it over the target, so a crash leaves the old state or the new one, never half of one. The file
+//! is the node's connection map, so it is readable by its owner only (mode 0600).
 
 use std::{
     fs::{self, File},
@@ -25,6 +26,20 @@ pub fn load(path: &Path) -> Result<FlowGraph, GraphError> {
     Ok(g)
 }
 
+/// Creates (or truncates) `path` readable and writable by its owner only: mode 0600 from the
+/// start, and again if the file existed with another mode.
+pub fn create_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let f = File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(fs::Permissions::from_mode(0o600))?;
+    Ok(f)
+}
+
 /// Replaces the state file atomically.
 pub fn save(path: &Path, graph: &FlowGraph) -> Result<(), GraphError> {
     let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
@@ -35,7 +50,7 @@ pub fn save(path: &Path, graph: &FlowGraph) -> Result<(), GraphError> {
         move |source| GraphError::Io { path: p, source }
     };
     let result = (|| {
-        let f = File::create(&tmp).map_err(io(&tmp))?;
+        let f = create_private(&tmp).map_err(io(&tmp))?;
         let mut w = BufWriter::new(f);
         graph.write_json_lines(&mut w).map_err(io(&tmp))?;
         w.flush().map_err(io(&tmp))?;
@@ -53,4 +68,25 @@ pub fn save(path: &Path, graph: &FlowGraph) -> Result<(), GraphError> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn the_state_file_is_readable_by_its_owner_only() {
+        let dir = std::env::temp_dir().join(format!("trustmap-state-mode-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("graph.jsonl");
+        // An older file with a wider mode is replaced by a private one.
+        fs::write(&path, "").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        save(&path, &FlowGraph::new()).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(mode, 0o600);
+    }
 }
