@@ -4,6 +4,7 @@
 //! that does not have it yet. `test`, `demo` and `bench` run `setup` first.
 
 mod deploy;
+mod fuzz;
 mod image;
 mod setup;
 
@@ -48,6 +49,14 @@ enum Cmd {
     /// The agent's OCI image, as an OCI archive under target/image/, with its SBOM; prints its
     /// size and digest. The same commit gives the same digest.
     Image,
+    /// Runs one fuzz target (dns, flow_records, manifests, flowedges, datapath_event) from its
+    /// seeds, until it finds a crash or is stopped.
+    Fuzz {
+        target: String,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,6 +69,11 @@ fn main() -> anyhow::Result<()> {
         Cmd::Demo { cluster } => demo(&root, cluster),
         Cmd::Bench => bench(&root),
         Cmd::Image => image(&root).map(|_| ()),
+        Cmd::Fuzz { target, seconds } => {
+            let tools = setup::build(&root)?;
+            let cargo_fuzz = setup::cargo_fuzz(&root)?;
+            fuzz::run_target(&root, &tools, &cargo_fuzz, &target, seconds)
+        }
     }
 }
 
@@ -147,6 +161,9 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// How long `cargo xtask test` runs each fuzz target.
+const FUZZ_SECONDS: u64 = 20;
+
 fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
     let tools = setup::run(root)?;
     run(root, cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -183,6 +200,18 @@ fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
         unit.args(["--", f]);
     }
     run(root, &mut unit)?;
+    // Every fuzz target for a bounded time: a crash fails the run.
+    let targets: Vec<&str> = fuzz::TARGETS
+        .iter()
+        .copied()
+        .filter(|t| filter.is_none_or(|f| t.contains(f) || "fuzz".contains(f)))
+        .collect();
+    if !targets.is_empty() {
+        fuzz::build(root, &tools.build, &tools.cargo_fuzz)?;
+        for t in targets {
+            fuzz::run_target(root, &tools.build, &tools.cargo_fuzz, t, Some(FUZZ_SECONDS))?;
+        }
+    }
     // The privileged tests never skip: without root they fail, here, loudly.
     if !is_root() {
         bail!(

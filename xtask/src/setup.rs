@@ -14,7 +14,7 @@
 //! [`test_stack`], what the tests and benchmarks add:
 //! - Debian packages: bpftool, iperf3 (benchmarks), chromium (HTML graph test), nftables and curl
 //!   (cluster tests), podman and runc (the agent's image run as a container);
-//! - cargo-cyclonedx, which writes the image's SBOM;
+//! - cargo-cyclonedx, which writes the image's SBOM, and cargo-fuzz, for the fuzz targets;
 //! - the control plane the cluster tests run: kube-apiserver, kube-controller-manager and kubectl
 //!   from `k8s.io/kubernetes`, and etcd from `go.etcd.io/etcd/server/v3`, built with Go from the
 //!   module in `tests/controlplane/` into a folder named after both versions (see
@@ -71,6 +71,8 @@ pub struct Tools {
     pub cyclonedx: PathBuf,
     /// The `actionlint` binary, which checks the release workflow.
     pub actionlint: PathBuf,
+    /// The `cargo-fuzz` binary, which builds and runs the fuzz targets.
+    pub cargo_fuzz: PathBuf,
 }
 
 impl Tools {
@@ -126,8 +128,10 @@ pub fn test_stack(root: &Path, build: BuildTools) -> anyhow::Result<Tools> {
     let cilium_crd = cilium_crd()?;
     let go_tools = go_tools()?;
     let actionlint = actionlint()?;
+    let cargo_fuzz = cargo_fuzz(root)?;
     Ok(Tools {
         build,
+        cargo_fuzz,
         cyclonedx,
         actionlint,
         k8s_bin,
@@ -240,12 +244,22 @@ fn shared_tarball(root: &Path, toolchain: &str) -> Option<PathBuf> {
 }
 
 const CYCLONEDX_VERSION: &str = "0.5.9";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
-/// Builds cargo-cyclonedx (the SBOM of the image) with `cargo install --locked`, once per
-/// version, into the tools directory.
+/// Builds cargo-cyclonedx (the SBOM of the image) once per version into the tools directory.
 pub fn cyclonedx(root: &Path) -> anyhow::Result<PathBuf> {
-    let prefix = tools_dir().join(format!("cargo-cyclonedx-{CYCLONEDX_VERSION}"));
-    let bin = prefix.join("bin/cargo-cyclonedx");
+    cargo_install(root, "cargo-cyclonedx", CYCLONEDX_VERSION)
+}
+
+/// Builds cargo-fuzz (the fuzz targets) once per version into the tools directory.
+pub fn cargo_fuzz(root: &Path) -> anyhow::Result<PathBuf> {
+    cargo_install(root, "cargo-fuzz", CARGO_FUZZ_VERSION)
+}
+
+/// `cargo install --locked NAME@VERSION` into `TOOLS/NAME-VERSION`, unless it is there.
+fn cargo_install(root: &Path, name: &str, version: &str) -> anyhow::Result<PathBuf> {
+    let prefix = tools_dir().join(format!("{name}-{version}"));
+    let bin = prefix.join("bin").join(name);
     if bin.exists() {
         return Ok(bin);
     }
@@ -255,7 +269,7 @@ pub fn cyclonedx(root: &Path) -> anyhow::Result<PathBuf> {
         Command::new("cargo")
             .args([
                 "install",
-                &format!("cargo-cyclonedx@{CYCLONEDX_VERSION}"),
+                &format!("{name}@{version}"),
                 "--locked",
                 "--root",
             ])
@@ -263,7 +277,7 @@ pub fn cyclonedx(root: &Path) -> anyhow::Result<PathBuf> {
             .env_remove("CARGO")
             .env_remove("RUSTC")
             .env_remove("RUSTUP_TOOLCHAIN"),
-        &format!("building cargo-cyclonedx {CYCLONEDX_VERSION}"),
+        &format!("building {name} {version}"),
         &prefix.join("build.log"),
     )?;
     Ok(bin)

@@ -550,13 +550,20 @@ fn bump_memlock_rlimit() {
 pub fn drain<T: aya::Pod>(ring: &mut RingBuf<MapData>, mut f: impl FnMut(T)) -> usize {
     let mut n = 0;
     while let Some(item) = ring.next() {
-        if item.len() >= size_of::<T>() {
-            // SAFETY: T is Pod (any bit pattern is valid); read_unaligned copes with any
-            // alignment of the item.
-            let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<T>()) };
+        if let Some(ev) = decode(&item) {
             f(ev);
             n += 1;
         }
     }
     n
+}
+
+/// One ring-buffer record as a `T`, or `None` when it is too short. Public for the fuzz
+/// target that feeds it arbitrary bytes (agent/fuzz).
+pub fn decode<T: aya::Pod>(record: &[u8]) -> Option<T> {
+    (record.len() >= size_of::<T>()).then(|| {
+        // SAFETY: T is Pod (any bit pattern is valid), the record holds at least
+        // size_of::<T>() bytes, and read_unaligned copes with any alignment.
+        unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<T>()) }
+    })
 }
