@@ -467,31 +467,63 @@ const KREW_VERSION: &str = "v0.4.3";
 /// Builds helm and validate-krew-manifest with `go install` at their pinned versions, once per
 /// pair of versions, sharing the module and build caches of the control plane's build.
 fn go_tools() -> anyhow::Result<PathBuf> {
+    go_install(
+        &format!("go-tools-helm-{HELM_VERSION}-krew-{KREW_VERSION}"),
+        &[
+            (
+                "helm",
+                format!("helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"),
+                format!("-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"),
+            ),
+            (
+                "validate-krew-manifest",
+                format!("sigs.k8s.io/krew/cmd/validate-krew-manifest@{KREW_VERSION}"),
+                "-s -w".to_owned(),
+            ),
+        ],
+        "about 5 minutes on 2 cores when cold",
+    )
+}
+
+/// actionlint, for the release workflow.
+const ACTIONLINT_VERSION: &str = "v1.7.12";
+
+/// Builds actionlint at its pinned version into a folder of its own (so that adding it did not
+/// rebuild helm's).
+fn actionlint() -> anyhow::Result<PathBuf> {
+    let dir = go_install(
+        &format!("actionlint-{ACTIONLINT_VERSION}"),
+        &[(
+            "actionlint",
+            format!("github.com/rhysd/actionlint/cmd/actionlint@{ACTIONLINT_VERSION}"),
+            "-s -w".to_owned(),
+        )],
+        "seconds when cold",
+    )?;
+    Ok(dir.join("actionlint"))
+}
+
+/// `go install`s `builds` (binary, package@version, ldflags) into `TOOLS/NAME`, once: they go
+/// to `NAME.partial` first, which is moved into place when all are built, so an interrupted
+/// setup resumes where it stopped and never leaves a half-filled folder in place.
+fn go_install(
+    name: &str,
+    builds: &[(&str, String, String)],
+    cold: &str,
+) -> anyhow::Result<PathBuf> {
     let tools = tools_dir();
-    let name = format!("go-tools-helm-{HELM_VERSION}-krew-{KREW_VERSION}");
-    let dir = tools.join(&name);
-    let bins = ["helm", "validate-krew-manifest"];
-    if bins.iter().all(|b| dir.join(b).exists()) {
+    let dir = tools.join(name);
+    if builds.iter().all(|(b, ..)| dir.join(b).exists()) {
         return Ok(dir);
     }
-    eprintln!(
-        "xtask: building helm {HELM_VERSION} and krew's validate-krew-manifest {KREW_VERSION} \
-         with Go (about 5 minutes on 2 cores when cold)"
-    );
+    let what = builds
+        .iter()
+        .map(|(_, pkg, _)| pkg.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    eprintln!("xtask: building {what} with Go ({cold})");
     let partial = tools.join(format!("{name}.partial"));
     std::fs::create_dir_all(&partial)?;
-    let builds = [
-        (
-            "helm",
-            format!("helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"),
-            format!("-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"),
-        ),
-        (
-            "validate-krew-manifest",
-            format!("sigs.k8s.io/krew/cmd/validate-krew-manifest@{KREW_VERSION}"),
-            "-s -w".to_owned(),
-        ),
-    ];
     for (bin, pkg, ldflags) in builds {
         if partial.join(bin).exists() {
             continue;
@@ -499,7 +531,7 @@ fn go_tools() -> anyhow::Result<PathBuf> {
         crate::run_long(
             &tools,
             go_command(&tools)
-                .args(["install", "-trimpath", "-ldflags", &ldflags, &pkg])
+                .args(["install", "-trimpath", "-ldflags", ldflags, pkg])
                 .env("GOBIN", &partial),
             &format!("building {bin}"),
             &partial.join(format!("{bin}.log")),
@@ -509,41 +541,6 @@ fn go_tools() -> anyhow::Result<PathBuf> {
     std::fs::rename(&partial, &dir)
         .with_context(|| format!("moving {} into place", partial.display()))?;
     Ok(dir)
-}
-
-/// actionlint, for the release workflow.
-const ACTIONLINT_VERSION: &str = "v1.7.12";
-
-/// Builds actionlint with `go install` at its pinned version, once, into a folder of its own
-/// (so that adding it did not rebuild helm's).
-fn actionlint() -> anyhow::Result<PathBuf> {
-    let tools = tools_dir();
-    let dir = tools.join(format!("actionlint-{ACTIONLINT_VERSION}"));
-    let bin = dir.join("actionlint");
-    if bin.exists() {
-        return Ok(bin);
-    }
-    eprintln!("xtask: building actionlint {ACTIONLINT_VERSION} with Go (about a minute when cold)");
-    let partial = tools.join(format!("actionlint-{ACTIONLINT_VERSION}.partial"));
-    std::fs::create_dir_all(&partial)?;
-    crate::run_long(
-        &tools,
-        go_command(&tools)
-            .args([
-                "install",
-                "-trimpath",
-                "-ldflags",
-                "-s -w",
-                &format!("github.com/rhysd/actionlint/cmd/actionlint@{ACTIONLINT_VERSION}"),
-            ])
-            .env("GOBIN", &partial),
-        "building actionlint",
-        &partial.join("actionlint.log"),
-    )?;
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&partial, &dir)
-        .with_context(|| format!("moving {} into place", partial.display()))?;
-    Ok(bin)
 }
 
 /// `go` with the module and build caches in the tools directory, read-write modules, the
